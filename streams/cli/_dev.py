@@ -1,0 +1,167 @@
+"""`agentstream dev`, `demo` and `broker`: everything on one machine, on the embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from ..broker.embedded import EmbeddedBroker
+from ..devstack import DevStack, ProcessStartError
+from . import app_dir_option, app_option, cli, run_async
+
+DEMO_APP = "examples.taskprocessor"
+
+
+def _external_bootstrap() -> str | None:
+    """A bootstrap set in the environment turns the embedded broker off."""
+    return os.environ.get("AGENTSTREAM_KAFKA_BOOTSTRAP") or None
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _progress(message: str) -> None:
+    click.echo(click.style("• ", fg="cyan") + message, err=True)
+
+
+def _serve_until_interrupted(stack: DevStack) -> None:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while True:
+            for component in (stack.processor, stack.worker):
+                if component.process is not None and component.process.poll() is not None:
+                    raise click.ClickException(
+                        f"{component.name} exited with code {component.process.returncode}:\n{component.log_tail()}"
+                    )
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        _progress("stopping ...")
+
+
+def _print_addresses(stack: DevStack) -> None:
+    broker = "embedded broker" if stack.broker else "external broker"
+    lines = [
+        ("Kafka bootstrap", f"{stack.bootstrap}  ({broker})"),
+        ("HTTP API", stack.processor.url),
+        ("processor metrics", f"{stack.processor.url}/metrics"),
+        ("worker metrics", f"{stack.worker.url}/metrics"),
+        ("logs", str(stack.workdir)),
+    ]
+    for label, value in lines:
+        click.echo(f"  {label:18} {value}")
+    click.echo(
+        f"\nIn another shell:\n  export AGENTSTREAM_KAFKA_BOOTSTRAP={stack.bootstrap} "
+        f"AGENTSTREAM_API_URL={stack.processor.url}"
+    )
+
+
+def _start(stack: DevStack) -> None:
+    try:
+        stack.start(progress=_progress)
+    except (ProcessStartError, Exception) as exc:
+        stack.stop(keep_logs=True)
+        raise click.ClickException(f"{exc}\n(logs kept in {stack.workdir})") from exc
+
+
+@cli.command()
+@app_option
+@app_dir_option
+@click.option("--broker-port", type=int, default=None, help="Embedded broker port (default: a free one).")
+@click.option("--http-port", type=int, default=None, help="Processor HTTP port (default: a free one).")
+@click.option("--worker-http-port", type=int, default=None, help="Worker HTTP port (default: a free one).")
+@click.option("--partitions", type=int, default=4, show_default=True)
+def dev(app: str | None, app_dir: str | None, broker_port: int | None, http_port: int | None,
+        worker_http_port: int | None, partitions: int) -> None:
+    """Run broker, topics, processor, worker and HTTP API in one command; Ctrl-C stops all."""
+    stack = DevStack(app or "", app_dir=Path(app_dir) if app_dir else None, broker_port=broker_port,
+                     http_port=http_port, worker_http_port=worker_http_port, partitions=partitions,
+                     external_bootstrap=_external_bootstrap())
+    _start(stack)
+    try:
+        click.echo("agentstream dev is running" + (f" with --app {app}" if app else " (no --app: no agent types)"))
+        _print_addresses(stack)
+        click.echo("\nPress Ctrl-C to stop.")
+        _serve_until_interrupted(stack)
+    finally:
+        stack.stop()
+
+
+async def _run_demo(stack: DevStack) -> dict[str, Any]:
+    from agentstream.agents import AgentClient
+
+    async with AgentClient(bootstrap=stack.bootstrap, api_url=stack.processor.url) as client:
+        agent_id = "demo-taskprocessor"
+        run_id = await client.schedule_agent("TaskProcessor", agent_id)
+        _progress(f"scheduled TaskProcessor as {agent_id} (run {run_id[:8]})")
+        events: list[tuple[str, Any]] = [
+            ("configure", {"max_retries": 5}),
+            ("add_task", {"id": "task-001", "action": "process"}),
+            ("add_task", {"id": "task-002", "action": "review"}),
+            ("end", None),
+        ]
+        for name, payload in events:
+            await client.send_agent_event(agent_id, name, payload)
+        _progress(f"sent {len(events)} events: {', '.join(n for n, _ in events)}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                state = await client.get_agent_state(agent_id)
+                if len(state["events"]) == len(events):
+                    return state
+            except Exception:  # not processed yet
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the demo agent did not apply its events within 60s; logs in {stack.workdir}")
+            await asyncio.sleep(0.2)
+
+
+@cli.command()
+@click.option("--keep-serving", is_flag=True, help="Keep everything running after the demo (Ctrl-C stops).")
+def demo(keep_serving: bool) -> None:
+    """Schedule the example TaskProcessor, send it events, print its state, then exit."""
+    stack = DevStack(DEMO_APP, external_bootstrap=_external_bootstrap())
+    _start(stack)
+    try:
+        state = run_async(_run_demo(stack))
+        click.echo(json.dumps(state, indent=2))
+        click.echo(f"\nmetrics: {stack.processor.url}/metrics")
+        if keep_serving:
+            _print_addresses(stack)
+            click.echo("\nPress Ctrl-C to stop.")
+            _serve_until_interrupted(stack)
+        else:
+            click.echo("demo finished; stopping everything (use --keep-serving to keep it running)")
+    finally:
+        stack.stop()
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port to listen on (default: a free one).")
+def broker(port: int | None) -> None:
+    """Run only the embedded broker (in memory: stopping it loses every topic)."""
+    embedded = EmbeddedBroker(port=port)
+    try:
+        embedded.start()
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"embedded broker listening on {embedded.bootstrap}")
+    click.echo(f"  export AGENTSTREAM_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while embedded._process is not None and embedded._process.poll() is None:
+            time.sleep(0.5)
+        raise click.ClickException("the embedded broker exited unexpectedly")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()

@@ -1,0 +1,227 @@
+"""Run processors and workers as child processes: for `agentstream dev` and the tests.
+
+Each component is a real OS process started through the CLI, so it can be killed with
+SIGKILL and restarted exactly like a pod.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from agentstream.topics.exceptions import AgentstreamError
+
+from .broker.embedded import EmbeddedBroker, free_port
+
+
+class ProcessStartError(AgentstreamError):
+    """A child component exited or never became ready."""
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class ManagedProcess:
+    """One `agentstream <command>` child process with an HTTP port to probe."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        http_port: int,
+        log_path: Path,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.args = list(args)
+        self.env = dict(env)
+        self.http_port = http_port
+        self.log_path = log_path
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> "ManagedProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agentstream.streams.cli", *self.args],
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0, path: str = "/ready") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise ProcessStartError(f"{self.name} exited early; its log ({self.log_path}):\n{self.log_tail()}")
+            if http_ok(self.url + path):
+                return
+            time.sleep(0.1)
+        raise ProcessStartError(f"{self.name} not ready after {timeout}s; its log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no log>"
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a pod suffers when its node dies."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def component_env(bootstrap: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["AGENTSTREAM_KAFKA_BOOTSTRAP"] = bootstrap
+    env.update(extra or {})
+    return env
+
+
+def processor_process(
+    bootstrap: str,
+    app: str,
+    *,
+    data_dir: Path,
+    log_dir: Path,
+    http_port: int | None = None,
+    app_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    name: str = "processor",
+) -> ManagedProcess:
+    port = http_port or free_port()
+    args = ["processor", "--app", app, "--http-port", str(port)]
+    if app_dir:
+        args += ["--app-dir", str(app_dir)]
+    return ManagedProcess(
+        name,
+        args,
+        env=component_env(bootstrap, {"AGENTSTREAM_DATA_DIR": str(data_dir), **(env or {})}),
+        http_port=port,
+        log_path=log_dir / f"{name}.log",
+    )
+
+
+def worker_process(
+    bootstrap: str,
+    app: str,
+    *,
+    log_dir: Path,
+    http_port: int | None = None,
+    app_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    name: str = "worker",
+) -> ManagedProcess:
+    port = http_port or free_port()
+    args = ["worker", "--app", app, "--http-port", str(port)]
+    if app_dir:
+        args += ["--app-dir", str(app_dir)]
+    return ManagedProcess(
+        name, args, env=component_env(bootstrap, env), http_port=port, log_path=log_dir / f"{name}.log"
+    )
+
+
+class DevStack:
+    """Broker (embedded unless AGENTSTREAM_KAFKA_BOOTSTRAP is set), topics, one processor, one worker."""
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        app_dir: Path | None = None,
+        broker_port: int | None = None,
+        http_port: int | None = None,
+        worker_http_port: int | None = None,
+        partitions: int = 4,
+        external_bootstrap: str | None = None,
+    ) -> None:
+        self.app = app
+        self.app_dir = app_dir
+        self.partitions = partitions
+        self.workdir = Path(tempfile.mkdtemp(prefix="agentstream-dev-"))
+        self.broker = None if external_bootstrap else EmbeddedBroker(port=broker_port)
+        self.bootstrap = external_bootstrap or self.broker.bootstrap  # type: ignore[union-attr]
+        self.processor = processor_process(
+            self.bootstrap, app, data_dir=self.workdir / "state", log_dir=self.workdir,
+            http_port=http_port, app_dir=app_dir,
+        )
+        self.worker = worker_process(
+            self.bootstrap, app, log_dir=self.workdir, http_port=worker_http_port, app_dir=app_dir
+        )
+
+    def start(self, progress: Callable[[str], None] = print) -> "DevStack":
+        import asyncio
+
+        from agentstream.topics import TopicNames
+
+        from .kafka import ensure_topics
+        from .settings import Settings
+
+        if self.broker is not None:
+            progress("starting embedded broker ...")
+            self.broker.start()
+        settings = Settings(kafka_bootstrap=self.bootstrap)
+        names = TopicNames(settings.topic_prefix)
+        progress("creating topics ...")
+        asyncio.run(
+            ensure_topics(self.bootstrap, names.specs(self.partitions, settings.replication_factor, (settings.task_queue,)))
+        )
+        progress("starting processor and worker ...")
+        self.processor.start()
+        self.worker.start()
+        self.processor.wait_ready()
+        self.worker.wait_ready()
+        return self
+
+    def stop(self, *, keep_logs: bool = False) -> None:
+        """Stop everything; the work folder (state and logs) goes too unless `keep_logs`."""
+        for component in (self.worker, self.processor):
+            component.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "DevStack":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,49 @@
+"""The engine interface: how a processor applies one input to one agent's record.
+
+Engines are pure Python: no Kafka, no Faust. A processor hands an engine the current
+record and one decoded input, and gets back the new record plus what to publish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from agentstream.topics import AgentUpdate, CancelAgent, ScheduleAgent, SendEvent, StepCommand, StepResult
+
+from .record import AgentRecord
+
+Input = ScheduleAgent | SendEvent | CancelAgent | StepResult
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an input cannot be applied; the processor dead-letters it with this reason."""
+
+    code: str
+    reason: str
+
+
+@dataclass
+class TurnOutcome:
+    """The result of applying one input."""
+
+    record: AgentRecord | None
+    rejection: Rejection | None = None
+    updates: list[AgentUpdate] = field(default_factory=list)
+    commands: list[StepCommand] = field(default_factory=list)
+    ignored: bool = False  # e.g. a late step result: nothing to do, nothing wrong
+
+    @classmethod
+    def rejected(cls, record: AgentRecord | None, code: str, reason: str) -> "TurnOutcome":
+        return cls(record=record, rejection=Rejection(code, reason))
+
+
+class Engine(Protocol):
+    def apply(self, record: AgentRecord | None, message: Input, now: datetime) -> TurnOutcome:
+        """Apply `message` to `record` (None if the agent has no record yet).
+
+        Must not mutate `record`: on a rejection the processor keeps the old one.
+        """
+        ...

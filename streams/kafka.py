@@ -1,0 +1,115 @@
+"""Thin aiokafka helpers: reach the broker, create topics, check co-partitioning."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from agentstream.topics import TopicNames, TopicSpec
+
+from .broker.profile import BrokerProfile
+from .exceptions import BrokerUnavailableError, TopicsNotCopartitionedError
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+def unreachable(bootstrap: str, exc: BaseException) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"cannot reach Kafka at {bootstrap} ({exc}). Start a development broker with "
+        "`agentstream dev`, or point AGENTSTREAM_KAFKA_BOOTSTRAP at a running broker."
+    )
+
+
+@contextlib.asynccontextmanager
+async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except (KafkaConnectionError, KafkaError, OSError) as exc:
+        await admin.close()
+        raise unreachable(bootstrap, exc) from exc
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def producer(bootstrap: str, profile: BrokerProfile) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer with the profile's settings; stopped (and flushed) on exit."""
+    kafka_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **profile.producer_options())
+    try:
+        await kafka_producer.start()
+    except (KafkaConnectionError, KafkaError, OSError) as exc:
+        await kafka_producer.stop()
+        raise unreachable(bootstrap, exc) from exc
+    try:
+        yield kafka_producer
+    finally:
+        await kafka_producer.stop()
+
+
+async def describe_cluster_id(bootstrap: str) -> str:
+    async with admin_client(bootstrap) as admin:
+        cluster = await admin.describe_cluster()
+    return str(cluster.get("cluster_id") or "")
+
+
+async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    """Partition count of each existing topic among `topics` (missing ones are left out)."""
+    wanted = list(topics)
+    async with admin_client(bootstrap) as admin:
+        existing = set(await admin.list_topics())
+        present = [t for t in wanted if t in existing]
+        if not present:
+            return {}
+        described = await admin.describe_topics(present)
+    return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created. Idempotent."""
+    specs = list(specs)
+    async with admin_client(bootstrap) as admin:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs()) for s in missing]
+        )
+    created = []
+    for name, code, message in _topic_errors(response):
+        if code == 0:
+            created.append(name)
+        elif code != TOPIC_ALREADY_EXISTS:  # lost a race with another creator: fine
+            raise BrokerUnavailableError(f"could not create topic {name}: error {code} {message}")
+    return created
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
+    errors = getattr(response, "topic_errors", [])
+    return [(e[0], e[1], e[2] if len(e) > 2 else None) for e in errors]
+
+
+async def check_copartitioned(bootstrap: str, names: TopicNames) -> int:
+    """Return the shared partition count of agent-events and step-results, or explain why not."""
+    counts = await partition_counts(bootstrap, [names.agent_events, names.step_results])
+    missing = [t for t in (names.agent_events, names.step_results) if t not in counts]
+    if missing:
+        raise TopicsNotCopartitionedError(
+            f"topic(s) {', '.join(missing)} do not exist on {bootstrap}; create them with "
+            "`agentstream topics create` (with the same AGENTSTREAM_TOPIC_PREFIX)"
+        )
+    events, results = counts[names.agent_events], counts[names.step_results]
+    if events != results:
+        raise TopicsNotCopartitionedError(
+            f"{names.agent_events} has {events} partitions but {names.step_results} has {results}; "
+            "they must be equal so every input of an agent reaches the processor that owns it. "
+            "Recreate the smaller topic with the same count (or add partitions to it) before starting processors."
+        )
+    return events

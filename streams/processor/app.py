@@ -1,0 +1,155 @@
+"""The processor: a Faust app that owns agents' records in a RocksDB table.
+
+One Faust agent reads `agent-events` and `step-results` (co-partitioned), so all
+inputs of an agent meet in one place; the table is keyed by agent ID and backed by a
+compacted changelog topic, which is how another processor restores it after a crash
+or a rebalance.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from agentstream.topics import TopicNames
+
+from ..broker.profile import BrokerProfile
+from ..engine import Engine, MinimalEngine
+from ..logs import logging_config
+from ..settings import Settings
+from .handler import DedupPolicy, InputHandler
+from .metrics import ProcessorMetrics
+from .web import register_views
+
+TABLE_NAME = "agents"
+
+
+def package_version() -> str:
+    try:
+        return version("agentstream")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+class FaustTableStore:
+    """`RecordStore` over a Faust table (which writes RocksDB and the changelog)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._table.get(key)  # type: ignore[no-any-return]
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+
+
+class FaustPublisher:
+    """`Publisher` through the Faust producer: flushed before offsets are committed."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._topics: dict[str, Any] = {}
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if topic not in self._topics:
+            self._topics[topic] = self._app.topic(topic, key_type=bytes, value_type=bytes)
+        await self._topics[topic].send(key=key, value=value)
+
+
+@dataclass
+class Processor:
+    app: faust.App
+    table: Any
+    handler: InputHandler
+    metrics: ProcessorMetrics
+    registry: CollectorRegistry
+    names: TopicNames
+
+    def is_ready(self) -> bool:
+        """True when the consumer has its assignment and tables finished restoring."""
+        app = self.app
+        try:
+            consumer = app.consumer
+        except Exception:  # not started yet
+            return False
+        recovery = app.tables.recovery
+        return bool(
+            not app.rebalancing
+            and recovery.completed.is_set()
+            and not recovery.in_recovery
+            and consumer.assignment() is not None
+        )
+
+    def assigned_partitions(self) -> int:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:
+            return 0
+        return sum(1 for tp in assignment if tp.topic == self.names.agent_events)
+
+
+def create_processor(
+    settings: Settings,
+    profile: BrokerProfile,
+    partitions: int,
+    *,
+    http_host: str = "127.0.0.1",
+    http_port: int = 6066,
+    engine: Engine | None = None,
+) -> Processor:
+    """Build (not start) a processor for the agent types registered in this process."""
+    names = TopicNames(settings.topic_prefix)
+    brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        web_bind=http_host,
+        web_host=http_host if http_host not in ("0.0.0.0", "::") else socket.gethostname(),
+        web_port=http_port,
+        web_in_thread=False,
+        logging_config=logging_config(settings.log_format, settings.log_level),
+        **profile.faust_options(),
+    )
+    table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions)
+    registry = CollectorRegistry()
+    metrics = ProcessorMetrics.create(registry)
+    metrics.build.info({"version": package_version(), "embedded_broker": str(profile.embedded).lower()})
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="agentstream_faust")
+
+    handler = InputHandler(
+        names=names,
+        engine=engine or MinimalEngine(),
+        store=FaustTableStore(table),
+        publisher=FaustPublisher(app),
+        metrics=metrics,
+        dedup=DedupPolicy(settings.dedup_window_seconds, settings.dedup_max_keys),
+        identity=f"processor@{http_host}:{http_port}",
+    )
+    processor = Processor(app, table, handler, metrics, registry, names)
+    metrics.assigned_partitions.set_function(processor.assigned_partitions)
+    metrics.ready.set_function(lambda: 1.0 if processor.is_ready() else 0.0)
+
+    inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes)
+
+    @app.agent(inputs, name="agentstream.inputs")
+    async def apply_inputs(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            await handler.handle(message.topic, message.partition, message.offset, event.key, event.value)
+
+    register_views(processor)
+    return processor

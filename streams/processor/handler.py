@@ -1,0 +1,147 @@
+"""Apply one Kafka record to one agent: decode, de-duplicate, run the engine, persist, publish.
+
+This is all of the processor's logic; the Faust app around it only feeds it records
+and gives it a store (the RocksDB table) and a publisher (the Faust producer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+from agentstream.topics import (
+    DeadLetter,
+    Envelope,
+    InvalidMessageError,
+    TopicNames,
+    decode_agent_input,
+    decode_step_result,
+)
+
+from ..engine import AgentRecord, Engine, TurnOutcome
+from .metrics import ProcessorMetrics
+
+log = logging.getLogger("agentstream.processor")
+
+
+class RecordStore(Protocol):
+    """Per-agent storage of the processor: bytes by agent-ID key."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def set(self, key: bytes, value: bytes) -> None: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class DedupPolicy:
+    window_s: float
+    max_keys: int
+
+
+class InputHandler:
+    def __init__(
+        self,
+        *,
+        names: TopicNames,
+        engine: Engine,
+        store: RecordStore,
+        publisher: Publisher,
+        metrics: ProcessorMetrics,
+        dedup: DedupPolicy,
+        identity: str,
+    ) -> None:
+        self._names = names
+        self._engine = engine
+        self._store = store
+        self._publisher = publisher
+        self._metrics = metrics
+        self._dedup = dedup
+        self._identity = identity
+        self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
+
+    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
+        """Process one record; returns the outcome label (also counted in metrics)."""
+        started = time.perf_counter()
+        outcome = await self._handle(topic, partition, offset, key, value)
+        self._metrics.inputs.labels(self._sources.get(topic, topic), outcome).inc()
+        self._metrics.turn_seconds.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
+        where = (topic, partition, offset, key, value)
+        try:
+            message: Envelope = (
+                decode_step_result(value) if topic == self._names.step_results else decode_agent_input(value)
+            )
+        except InvalidMessageError as exc:
+            return await self._dead_letter(exc.code, str(exc), *where)
+        if key is None or key != message.key:
+            shown = key.decode(errors="replace") if key is not None else None
+            return await self._dead_letter(
+                "key_mismatch",
+                f"record key {shown!r} differs from agent_id {message.agent_id!r}; "
+                "produce every record with its agent ID as the key",
+                *where,
+            )
+
+        stored = self._store.get(key)
+        record = AgentRecord.from_bytes(stored) if stored else None
+        if record is not None and record.delivery.is_redelivery(topic, offset):
+            # Re-written so the changelog holds it even if the crash that caused the
+            # redelivery lost the previous write.
+            self._store.set(key, stored)  # type: ignore[arg-type]
+            return "duplicate"
+        dedup_key = getattr(message, "idempotency_key", None) or message.message_id
+        if record is not None and record.delivery.is_duplicate(dedup_key):
+            record.delivery.last_offsets[topic] = offset
+            self._store.set(key, record.to_bytes())
+            return "duplicate"
+
+        now = datetime.now(timezone.utc)
+        turn: TurnOutcome = self._engine.apply(record, message, now)  # type: ignore[arg-type]
+        if turn.rejection is not None:
+            if record is not None:
+                record.delivery.last_offsets[topic] = offset
+                self._store.set(key, record.to_bytes())
+            return await self._dead_letter(turn.rejection.code, turn.rejection.reason, *where)
+
+        new = turn.record
+        assert new is not None
+        new.delivery.remember(topic, offset, dedup_key, now.timestamp(), self._dedup.window_s, self._dedup.max_keys)
+        if not turn.ignored:
+            new.inputs_applied += 1
+        self._store.set(key, new.to_bytes())
+        for update in turn.updates:
+            await self._publisher.publish(self._names.agent_updates, update.key, update.to_bytes())
+            self._metrics.updates_published.inc()
+            self._metrics.status_changes.labels(update.status.value).inc()
+        for command in turn.commands:
+            await self._publisher.publish(self._names.step_commands(command.task_queue), command.key, command.to_bytes())
+        return "ignored" if turn.ignored else "applied"
+
+    async def _dead_letter(
+        self, code: str, reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> str:
+        letter = DeadLetter.of(
+            reason_code=code,
+            reason=reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            rejected_by=self._identity,
+        )
+        await self._publisher.publish(self._names.dead_letters, key, letter.to_bytes())
+        self._metrics.dead_letters.labels(code).inc()
+        log.warning(
+            "record dead-lettered",
+            extra={"reason_code": code, "reason": reason, "topic": topic, "partition": partition, "offset": offset},
+        )
+        return "dead_lettered"

@@ -1,0 +1,71 @@
+"""Entry points of the long-running pods: processor and worker (used by the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from agentstream.topics import TopicNames
+
+from .broker.profile import BrokerProfile, detect_profile
+from .kafka import check_copartitioned
+from .logs import configure_logging
+from .processor import create_processor
+from .settings import Settings
+from .worker import StepWorker, WorkerMetrics
+from .worker.http import serve_http
+
+log = logging.getLogger("agentstream")
+
+
+async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
+    profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker)
+    partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix))
+    return profile, partitions
+
+
+def run_processor(settings: Settings, http_host: str, http_port: int) -> None:
+    """Check the topics, then run the Faust app until SIGTERM/SIGINT. Blocks."""
+    configure_logging(settings.log_format, settings.log_level)
+    profile, partitions = asyncio.run(_prepare_processor(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed the previous one
+    processor = create_processor(settings, profile, partitions, http_host=http_host, http_port=http_port)
+    log.info(
+        "processor starting",
+        extra={"bootstrap": settings.kafka_bootstrap, "partitions": partitions, "http": f"http://{http_host}:{http_port}",
+               "embedded_broker": profile.embedded, "data_dir": str(settings.data_dir)},
+    )
+    worker = faust.Worker(
+        processor.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=processor.app.conf.logging_config,
+    )
+    worker.execute_from_commandline()
+
+
+def run_worker(settings: Settings, task_queue: str | None, http_host: str, http_port: int) -> None:
+    """Run a step worker and its HTTP server until SIGTERM/SIGINT. Blocks."""
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker)
+        registry = CollectorRegistry()
+        worker = StepWorker(settings, profile, WorkerMetrics.create(registry), task_queue=task_queue)
+        runner = await serve_http(registry, worker.started.is_set, http_host, http_port)
+        log.info("worker starting", extra={"topic": worker.topic, "http": f"http://{http_host}:{http_port}"})
+        try:
+            await worker.run(stop)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())

@@ -1,0 +1,51 @@
+"""Configuration for every agentstream component, read from `AGENTSTREAM_*` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+class Settings(BaseSettings):
+    """One settings object shared by processor, worker, client and CLI.
+
+    Every field can be set as `AGENTSTREAM_<FIELD>` (e.g. `AGENTSTREAM_KAFKA_BOOTSTRAP`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, comma separated."
+    )
+    embedded_broker: bool | None = Field(
+        None,
+        description=(
+            "Whether the broker is agentstream's embedded Tansu broker. Unset means: "
+            "true for brokers started by `agentstream dev` and the test fixtures, false otherwise."
+        ),
+    )
+    topic_prefix: str = Field("agentstream.", description="Prefix of every topic name.")
+    partitions: int = Field(8, ge=1, description="Partitions of topics created by agentstream.")
+    replication_factor: int = Field(1, ge=1)
+    app_id: str = Field("agentstream", description="Processor consumer group and changelog prefix.")
+    data_dir: Path = Field(Path(".agentstream"), description="Where processors keep RocksDB state.")
+    task_queue: str = Field("restack", description="Default task queue of steps and workers.")
+    api_url: str = Field(
+        "http://127.0.0.1:6066", description="Any processor's HTTP address, for state queries."
+    )
+    dedup_window_seconds: float = Field(
+        24 * 3600, gt=0, description="How long idempotency keys are remembered per agent."
+    )
+    dedup_max_keys: int = Field(
+        1000, ge=1, description="At most this many idempotency keys are remembered per agent."
+    )
+    worker_concurrency: int = Field(16, ge=1, description="Steps a worker runs at once.")
+    log_format: str = Field("json", pattern="^(json|text)$")
+    log_level: str = Field("INFO")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"

@@ -1,0 +1,42 @@
+"""The worker's Prometheus metrics, in one bundle built on a registry passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    steps: Counter
+    step_seconds: Histogram
+    in_flight: Gauge
+    dead_letters: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> "WorkerMetrics":
+        return cls(
+            steps=Counter(
+                "agentstream_worker_steps",
+                "Step attempts finished by this worker, by function and outcome "
+                "(completed, failed, retryable_failure, timed_out).",
+                ["function", "outcome"],
+                registry=registry,
+            ),
+            step_seconds=Histogram(
+                "agentstream_worker_step_duration_seconds",
+                "Wall time of one step attempt in the worker.",
+                ["function"],
+                registry=registry,
+            ),
+            in_flight=Gauge(
+                "agentstream_worker_steps_in_flight", "Step attempts running right now.", registry=registry
+            ),
+            dead_letters=Counter(
+                "agentstream_worker_dead_letters",
+                "Step commands the worker could not decode, sent to the dead-letter topic.",
+                ["reason"],
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,50 @@
+"""Topic specs and the versioned JSON envelopes of every agentstream record."""
+
+from ._envelopes import (
+    WIRE_VERSION,
+    AgentInput,
+    AgentStatus,
+    AgentUpdate,
+    CancelAgent,
+    DeadLetter,
+    Envelope,
+    ScheduleAgent,
+    SendEvent,
+    StepCommand,
+    StepError,
+    StepResult,
+    decode_agent_input,
+    decode_step_command,
+    decode_step_result,
+    derived_message_id,
+    new_message_id,
+    run_id_for,
+)
+from ._names import TopicNames, TopicSpec
+from .exceptions import AgentstreamError, ConfigurationError, InvalidMessageError
+
+__all__ = [
+    "WIRE_VERSION",
+    "AgentInput",
+    "AgentStatus",
+    "AgentUpdate",
+    "AgentstreamError",
+    "CancelAgent",
+    "ConfigurationError",
+    "DeadLetter",
+    "Envelope",
+    "InvalidMessageError",
+    "ScheduleAgent",
+    "SendEvent",
+    "StepCommand",
+    "StepError",
+    "StepResult",
+    "TopicNames",
+    "TopicSpec",
+    "decode_agent_input",
+    "decode_step_command",
+    "decode_step_result",
+    "derived_message_id",
+    "new_message_id",
+    "run_id_for",
+]

@@ -1,0 +1,243 @@
+"""Versioned JSON envelopes: the wire format of every agentstream record.
+
+Every record value is one JSON object with `v` (format version), `kind` (which
+envelope), a unique `message_id` and the `agent_id` that is also the record key.
+WIRE.md beside this file documents the format for producers in other languages.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+
+from .exceptions import InvalidMessageError
+
+WIRE_VERSION = 1
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def derived_message_id(message_id: str, purpose: str) -> str:
+    """A message ID that is the same every time the same input produces this output."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"agentstream:{message_id}:{purpose}").hex
+
+
+def run_id_for(schedule_message_id: str) -> str:
+    """The run ID of the agent run that a schedule record starts; clients know it up front."""
+    return derived_message_id(schedule_message_id, "run")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+AgentId = Annotated[str, Field(min_length=1, max_length=512)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Envelope(BaseModel):
+    """Fields shared by every record agentstream reads or writes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = WIRE_VERSION
+    message_id: str = Field(default_factory=new_message_id, min_length=1, max_length=256)
+    agent_id: AgentId
+    sent_at: datetime = Field(default_factory=utc_now)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @property
+    def key(self) -> bytes:
+        return self.agent_id.encode()
+
+
+class ScheduleAgent(Envelope):
+    """Start an agent of `agent_type` under `agent_id` with `input`."""
+
+    kind: Literal["schedule"] = "schedule"
+    agent_type: Name
+    input: JsonValue = None
+    idempotency_key: str | None = None
+
+
+class SendEvent(Envelope):
+    """Deliver the named event to a running agent."""
+
+    kind: Literal["event"] = "event"
+    event: Name
+    payload: JsonValue = None
+    run_id: str | None = None  # when set, only that run of the agent may take the event
+    idempotency_key: str | None = None
+
+
+class CancelAgent(Envelope):
+    """Ask an agent to stop."""
+
+    kind: Literal["cancel"] = "cancel"
+    reason: str | None = None
+    run_id: str | None = None
+    idempotency_key: str | None = None
+
+
+AgentInput = Annotated[Union[ScheduleAgent, SendEvent, CancelAgent], Field(discriminator="kind")]
+"""What travels on `agent-events`."""
+
+
+class StepCommand(Envelope):
+    """Run `function` once for an agent; sent by processors to `step-commands.<queue>`."""
+
+    kind: Literal["step_command"] = "step_command"
+    run_id: str
+    step_id: str
+    function: Name
+    input: JsonValue = None
+    attempt: int = Field(1, ge=1)
+    task_queue: Name
+    start_to_close_timeout_s: float | None = Field(None, gt=0)
+    heartbeat_timeout_s: float | None = Field(None, gt=0)
+
+
+class StepError(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    message: str
+    retryable: bool = True
+    retry_after_s: float | None = None
+
+
+class StepResult(Envelope):
+    """The outcome of one attempt of a step; sent by workers to `step-results`."""
+
+    kind: Literal["step_result"] = "step_result"
+    run_id: str
+    step_id: str
+    attempt: int = Field(ge=1)
+    function: Name
+    ok: bool
+    output: JsonValue = None
+    error: StepError | None = None
+    duration_s: float = Field(0.0, ge=0)
+
+
+class AgentStatus(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STUCK = "stuck"
+
+
+class AgentUpdate(Envelope):
+    """A change of an agent's status, published on `agent-updates`."""
+
+    kind: Literal["agent_update"] = "agent_update"
+    agent_type: str
+    run_id: str
+    status: AgentStatus
+    previous_status: AgentStatus | None = None
+    result: JsonValue = None
+    error: str | None = None
+
+
+class DeadLetter(BaseModel):
+    """A rejected record, with why it was rejected and where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = WIRE_VERSION
+    kind: Literal["dead_letter"] = "dead_letter"
+    message_id: str = Field(default_factory=new_message_id)
+    reason_code: str
+    reason: str
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str
+    value_encoding: Literal["utf-8", "base64"] = "utf-8"
+    rejected_at: datetime = Field(default_factory=utc_now)
+    rejected_by: str
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        reason_code: str,
+        reason: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        rejected_by: str,
+    ) -> "DeadLetter":
+        """Wrap a raw record, keeping undecodable bytes as base64 so nothing is lost."""
+        raw = value or b""
+        try:
+            text, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(raw).decode(), "base64"
+        return cls(
+            reason_code=reason_code,
+            reason=reason,
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key.decode("utf-8", errors="replace") if key is not None else None,
+            value=text,
+            value_encoding=encoding,  # type: ignore[arg-type]
+            rejected_by=rejected_by,
+        )
+
+    def original_value(self) -> bytes:
+        if self.value_encoding == "base64":
+            return base64.b64decode(self.value)
+        return self.value.encode()
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+_agent_input = TypeAdapter(AgentInput)
+
+
+def _decode(adapter: TypeAdapter[Any], value: bytes | None, what: str) -> Any:
+    if not value:
+        raise InvalidMessageError("empty_value", f"{what}: the record has no value")
+    try:
+        return adapter.validate_json(value)
+    except ValidationError as exc:
+        json_errors = [e for e in exc.errors() if e["type"] in ("json_invalid", "json_type")]
+        if json_errors:
+            raise InvalidMessageError("not_json", f"{what}: value is not a JSON object: {json_errors[0]['msg']}") from exc
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise InvalidMessageError("invalid_envelope", f"{what}: {details}") from exc
+
+
+def decode_agent_input(value: bytes | None) -> ScheduleAgent | SendEvent | CancelAgent:
+    """Decode a record of `agent-events`; raises `InvalidMessageError` with a reason."""
+    return _decode(_agent_input, value, "agent-events record")  # type: ignore[no-any-return]
+
+
+_step_result = TypeAdapter(StepResult)
+_step_command = TypeAdapter(StepCommand)
+
+
+def decode_step_result(value: bytes | None) -> StepResult:
+    return _decode(_step_result, value, "step-results record")  # type: ignore[no-any-return]
+
+
+def decode_step_command(value: bytes | None) -> StepCommand:
+    return _decode(_step_command, value, "step-commands record")  # type: ignore[no-any-return]
