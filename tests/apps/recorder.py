@@ -1,0 +1,49 @@
+"""Agents used by the integration tests (loaded by processors with --app recorder)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from agentstream.agents import RetryableError, TerminalError, agent, function
+
+
+class Note(BaseModel):
+    n: int
+
+
+@agent.defn()
+class Recorder:
+    """Keeps every note it is sent, in arrival order."""
+
+    def __init__(self) -> None:
+        self.notes: list[int] = []
+
+    @agent.event
+    async def note(self, note: Note) -> int:
+        self.notes.append(note.n)
+        return len(self.notes)
+
+    @agent.run
+    async def run(self) -> None:
+        pass
+
+
+@function
+async def double(value: int) -> int:
+    return value * 2
+
+
+@function
+def shout(text: str) -> str:
+    """A sync function: workers run it in a thread pool."""
+    return text.upper()
+
+
+@function
+async def refuse(value: int) -> int:
+    raise TerminalError(f"refusing {value}")
+
+
+@function
+async def flaky(value: int) -> int:
+    raise RetryableError("try later", retry_after=1.5)

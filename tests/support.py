@@ -1,0 +1,109 @@
+"""Helpers shared by the tests: a per-test slice of the broker, HTTP and polling helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agentstream.streams.broker import BrokerProfile
+from agentstream.streams.devstack import ManagedProcess, processor_process, worker_process
+from agentstream.topics import TopicNames
+
+APPS = Path(__file__).parent / "apps"
+PARTITIONS = 4
+
+
+@dataclass
+class Cluster:
+    """One test's private slice of the broker: its own topic prefix, consumer groups and processes."""
+
+    bootstrap: str
+    prefix: str
+    app_id: str
+    tmp: Path
+    profile: BrokerProfile
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def names(self) -> TopicNames:
+        return TopicNames(self.prefix)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AGENTSTREAM_TOPIC_PREFIX": self.prefix,
+            "AGENTSTREAM_APP_ID": self.app_id,
+            "AGENTSTREAM_LOG_LEVEL": "INFO",
+        }
+
+    def processor(self, name: str = "processor", *, data_dir: Path | None = None, app: str = "recorder") -> ManagedProcess:
+        process = processor_process(
+            self.bootstrap, app, data_dir=data_dir or self.tmp / f"{name}-state", log_dir=self.tmp,
+            app_dir=APPS, env=self.env, name=name,
+        )
+        self.processes.append(process)
+        return process
+
+    def worker(self, name: str = "worker", app: str = "recorder") -> ManagedProcess:
+        process = worker_process(self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env=self.env, name=name)
+        self.processes.append(process)
+        return process
+
+    async def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **self.profile.producer_options())
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send(topic, key=key, value=value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def read_topic(
+        self, topic: str, until: Callable[[list[Any]], bool], timeout: float = 60.0
+    ) -> list[Any]:
+        """Read `topic` from the start (JSON values) until `until(values)` holds or `timeout` passes."""
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        values: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while not until(values):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{topic}: condition not met within {timeout}s; got {len(values)} records: {values[-3:]}")
+                batches = await consumer.getmany(timeout_ms=200)
+                values.extend(json.loads(r.value) for batch in batches.values() for r in batch)
+        finally:
+            await consumer.stop()
+        return values
+
+
+def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+async def poll(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> Any:
+    """Call `check` until it returns a truthy value; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
