@@ -1,0 +1,251 @@
+"""A real worker process on the embedded broker: step-commands in, step-results out.
+
+Commands are produced by hand (no processor), the way a processor would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentstream.streams.devstack import ManagedProcess
+from agentstream.topics import StepCommand, derived_message_id
+
+from conftest import Cluster, poll
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "restack"
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: Any  # decoded JSON
+
+
+async def read_records(
+    cluster: Cluster, topic: str, until: Callable[[list[Record]], bool], timeout: float = 60.0
+) -> list[Record]:
+    """Like `cluster.read_topic`, but keeps each record's key (results must be keyed by agent ID)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(records):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{topic}: condition not met within {timeout}s; got {len(records)} records: {records[-3:]}"
+                )
+            batches = await consumer.getmany(timeout_ms=200)
+            records.extend(Record(r.key, json.loads(r.value)) for batch in batches.values() for r in batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def make_command(agent_id: str, function: str, input: Any, step: int, **kwargs: Any) -> StepCommand:
+    return StepCommand(
+        agent_id=agent_id, run_id=f"run-{agent_id}", step_id=f"{agent_id}/step-{step}",
+        function=function, input=input, task_queue=QUEUE, **kwargs,
+    )
+
+
+async def send_commands(cluster: Cluster, commands: list[StepCommand]) -> None:
+    await cluster.produce(cluster.names.step_commands(QUEUE), [(c.key, c.to_bytes()) for c in commands])
+
+
+def results_for(commands: list[StepCommand]) -> Callable[[list[Record]], bool]:
+    """Until every command has at least one result (matched by step ID)."""
+    wanted = {c.step_id for c in commands}
+    return lambda records: wanted <= {r.value["step_id"] for r in records}
+
+
+async def start_worker(cluster: Cluster, name: str = "worker") -> ManagedProcess:
+    worker = cluster.worker(name=name).start()
+    await asyncio.to_thread(worker.wait_ready)
+    return worker
+
+
+def scrape(worker: ManagedProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def steps_total(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[tuple[str, str], float]:
+    return {
+        (dict(labels)["function"], dict(labels)["outcome"]): value
+        for (name, labels), value in metrics.items()
+        if name == "agentstream_worker_steps_total"
+    }
+
+
+async def test_worker_runs_functions_and_publishes_results(cluster: Cluster) -> None:
+    worker = await start_worker(cluster)
+    commands = [
+        make_command("agent-a", "double", 21, 1),
+        make_command("agent-b", "shout", "hi", 1, attempt=2),
+        make_command("agent-c", "refuse", 5, 1),
+        make_command("agent-d", "flaky", 1, 1, attempt=3),
+        make_command("agent-a", "double", 50, 2),
+    ]
+    await send_commands(cluster, commands)
+    records = await read_records(cluster, cluster.names.step_results, results_for(commands))
+
+    by_step = {r.value["step_id"]: r for r in records}
+    for command in commands:
+        record = by_step[command.step_id]
+        assert record.key == command.agent_id.encode()
+        result = record.value
+        assert result["kind"] == "step_result"
+        assert result["agent_id"] == command.agent_id
+        assert result["run_id"] == command.run_id
+        assert result["attempt"] == command.attempt
+        assert result["function"] == command.function
+        assert result["message_id"] == derived_message_id(command.message_id, "result")
+
+    double, shout, refuse, flaky, double2 = (by_step[c.step_id].value for c in commands)
+    assert (double["ok"], double["output"], double["error"]) == (True, 42, None)
+    assert (double2["ok"], double2["output"]) == (True, 100)
+    assert (shout["ok"], shout["output"]) == (True, "HI")
+    assert refuse["ok"] is False and refuse["output"] is None
+    assert refuse["error"]["type"] == "TerminalError"
+    assert refuse["error"]["retryable"] is False
+    assert "refusing 5" in refuse["error"]["message"]
+    assert flaky["ok"] is False
+    assert flaky["error"]["type"] == "RetryableError"
+    assert flaky["error"]["retryable"] is True
+    assert flaky["error"]["retry_after_s"] == 1.5
+
+    # /metrics counts what ran, by function and outcome.
+    expected = {
+        ("double", "completed"): 2.0,
+        ("shout", "completed"): 1.0,
+        ("refuse", "failed"): 1.0,
+        ("flaky", "retryable_failure"): 1.0,
+    }
+    seen = await poll(
+        lambda: (s := steps_total(scrape(worker))) == expected and s, timeout=20, what="steps_total metrics"
+    )
+    assert seen == expected
+    metrics = scrape(worker)
+    assert metrics[("agentstream_worker_steps_in_flight", ())] == 0
+    assert metrics[("agentstream_worker_step_duration_seconds_count", (("function", "double"),))] == 2
+
+
+async def test_malformed_command_goes_to_dead_letters(cluster: Cluster) -> None:
+    worker = await start_worker(cluster)
+    topic = cluster.names.step_commands(QUEUE)
+    malformed = [
+        (b"agent-bad-1", b"this is not json"),
+        (b"agent-bad-2", json.dumps({"kind": "step_command", "agent_id": "agent-bad-2"}).encode()),
+        (b"agent-bad-3", b"\xff\xfe\x00binary"),
+    ]
+    await cluster.produce(topic, malformed)
+    valid = [make_command("agent-ok", "double", 4, 1), make_command("agent-ok2", "shout", "after", 1)]
+    await send_commands(cluster, valid)
+
+    letters = await read_records(cluster, cluster.names.dead_letters, lambda rs: len(rs) >= len(malformed))
+    by_key = {r.key: r.value for r in letters}
+    assert set(by_key) == {key for key, _ in malformed}
+    for key, value in malformed:
+        letter = by_key[key]
+        assert letter["kind"] == "dead_letter"
+        assert letter["key"] == key.decode()
+        assert letter["source_topic"] == topic
+        assert letter["reason"]
+        assert letter["reason_code"] in {"not_json", "invalid_envelope"}
+        assert letter["rejected_by"] == f"worker:{QUEUE}"
+        original = value.decode() if letter["value_encoding"] == "utf-8" else None
+        if original is not None:
+            assert letter["value"] == original
+    assert by_key[b"agent-bad-1"]["reason_code"] == "not_json"
+    assert by_key[b"agent-bad-2"]["reason_code"] == "invalid_envelope"
+    assert "run_id" in by_key[b"agent-bad-2"]["reason"]  # names a missing field
+    assert by_key[b"agent-bad-3"]["value_encoding"] == "base64"
+
+    # Later valid commands still run.
+    records = await read_records(cluster, cluster.names.step_results, results_for(valid))
+    outputs = {r.value["step_id"]: r.value["output"] for r in records}
+    assert outputs == {"agent-ok/step-1": 8, "agent-ok2/step-1": "AFTER"}
+    assert all(r.value["agent_id"] in {"agent-ok", "agent-ok2"} for r in records)
+
+    def dead_letter_counts() -> dict[str, float]:
+        return {
+            dict(labels)["reason"]: v
+            for (name, labels), v in scrape(worker).items()
+            if name == "agentstream_worker_dead_letters_total"
+        }
+
+    expected = {"not_json": 2.0, "invalid_envelope": 1.0}
+    await poll(lambda: dead_letter_counts() == expected, timeout=20, what=f"dead_letters metric == {expected}")
+
+
+async def test_crashed_worker_is_replaced_and_every_command_gets_a_result(cluster: Cluster) -> None:
+    first = await start_worker(cluster, "worker1")
+    before = [make_command(f"agent-{i % 7}", "double", i, i) for i in range(400)]
+    # Kill as soon as the worker has published something, with a backlog still to run:
+    # the replacement runs the rest, and batches worker1 published but did not commit
+    # run again (at least once; how many varies from run to run).
+    producing = asyncio.create_task(send_commands(cluster, before))
+    await read_records(cluster, cluster.names.step_results, lambda rs: len(rs) >= 1)
+    first.kill()
+    await producing
+    assert first.process is not None and first.process.returncode is not None
+
+    after = [make_command(f"agent-{i % 7}", "shout", f"text-{i}", 1000 + i) for i in range(20)]
+    # A re-delivered command (same record twice): its results must be recognisable as one.
+    duplicate = make_command("agent-dup", "double", 8, 1)
+    await send_commands(cluster, [*after, duplicate, duplicate])
+
+    second = await start_worker(cluster, "worker2")
+    commands = [*before, *after, duplicate]
+    records = await read_records(
+        cluster, cluster.names.step_results,
+        lambda rs: results_for(commands)(rs) and sum(r.value["step_id"] == duplicate.step_id for r in rs) >= 2,
+        timeout=90,
+    )
+
+    by_command: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_command[record.value["step_id"]].append(record)
+    for command in commands:
+        results = by_command[command.step_id]
+        assert results, f"no result for {command.step_id}"
+        # Every copy of a command's result carries the same, derived message ID ...
+        assert {r.value["message_id"] for r in results} == {derived_message_id(command.message_id, "result")}
+        # ... and the same outcome, keyed by the agent.
+        assert {r.key for r in results} == {command.agent_id.encode()}
+        assert all(r.value["ok"] for r in results)
+        assert all(r.value["run_id"] == command.run_id and r.value["attempt"] == command.attempt for r in results)
+    for command in before:
+        assert by_command[command.step_id][0].value["output"] == command.input * 2  # type: ignore[operator]
+    for command in after:
+        assert by_command[command.step_id][0].value["output"] == str(command.input).upper()
+    assert len(by_command[duplicate.step_id]) >= 2  # delivered twice, run twice, one message ID
+
+    # Distinct message IDs == distinct commands: duplicates collapse on de-duplication.
+    assert len({r.value["message_id"] for r in records}) == len(commands)
+    redelivered = Counter(r.value["message_id"] for r in records)
+    assert sum(redelivered.values()) >= len(commands) + 1
+
+    # The replacement did real work: it ran every command produced after the crash.
+    ran = steps_total(await poll(lambda: scrape(second), timeout=10, what="worker2 metrics"))
+    assert ran.get(("shout", "completed"), 0) >= len(after)
+    assert ran.get(("double", "completed"), 0) >= 2
