@@ -163,6 +163,7 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key: str | None
+    key_encoding: Literal["utf-8", "base64"] = "utf-8"
     value: str
     value_encoding: Literal["utf-8", "base64"] = "utf-8"
     rejected_at: datetime = Field(default_factory=utc_now)
@@ -182,30 +183,40 @@ class DeadLetter(BaseModel):
         rejected_by: str,
     ) -> "DeadLetter":
         """Wrap a raw record, keeping undecodable bytes as base64 so nothing is lost."""
-        raw = value or b""
-        try:
-            text, encoding = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(raw).decode(), "base64"
+        key_text, key_encoding = _as_text(key) if key is not None else (None, "utf-8")
+        text, encoding = _as_text(value or b"")
         return cls(
             reason_code=reason_code,
             reason=reason,
             source_topic=topic,
             partition=partition,
             offset=offset,
-            key=key.decode("utf-8", errors="replace") if key is not None else None,
+            key=key_text,
+            key_encoding=key_encoding,  # type: ignore[arg-type]
             value=text,
             value_encoding=encoding,  # type: ignore[arg-type]
             rejected_by=rejected_by,
         )
 
     def original_value(self) -> bytes:
-        if self.value_encoding == "base64":
-            return base64.b64decode(self.value)
-        return self.value.encode()
+        return _as_bytes(self.value, self.value_encoding)
+
+    def original_key(self) -> bytes | None:
+        return None if self.key is None else _as_bytes(self.key, self.key_encoding)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+def _as_text(raw: bytes) -> tuple[str, str]:
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode(), "base64"
+
+
+def _as_bytes(text: str, encoding: str) -> bytes:
+    return base64.b64decode(text) if encoding == "base64" else text.encode()
 
 
 _agent_input = TypeAdapter(AgentInput)
@@ -219,7 +230,7 @@ def _decode(adapter: TypeAdapter[Any], value: bytes | None, what: str) -> Any:
     except ValidationError as exc:
         json_errors = [e for e in exc.errors() if e["type"] in ("json_invalid", "json_type")]
         if json_errors:
-            raise InvalidMessageError("not_json", f"{what}: value is not a JSON object: {json_errors[0]['msg']}") from exc
+            raise InvalidMessageError("not_json", f"{what}: value is not valid JSON: {json_errors[0]['msg']}") from exc
         details = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
         )

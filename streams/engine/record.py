@@ -25,9 +25,10 @@ class ReceivedEvent(BaseModel):
 class Delivery(BaseModel):
     """What the processor needs to apply every input exactly once.
 
-    `last_offsets` catches redelivery after a crash (offsets only grow within the
-    agent's partition); `recent_keys` catches a record produced twice (a retried send,
-    a repeated idempotency key) within the de-duplication window.
+    `last_offsets` catches redelivery after a crash: offsets only grow within one
+    partition, so it is keyed by source (`topic#partition`); `recent_keys` catches a
+    record produced twice (a retried send, a repeated idempotency key) within the
+    de-duplication window.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -35,21 +36,30 @@ class Delivery(BaseModel):
     last_offsets: dict[str, int] = Field(default_factory=dict)
     recent_keys: dict[str, float] = Field(default_factory=dict)
 
-    def is_redelivery(self, topic: str, offset: int) -> bool:
-        return offset <= self.last_offsets.get(topic, -1)
+    def is_redelivery(self, source: str, offset: int) -> bool:
+        return offset <= self.last_offsets.get(source, -1)
 
     def is_duplicate(self, key: str) -> bool:
+        """True if `key` was remembered and not pruned since; call `prune` first."""
         return key in self.recent_keys
 
-    def remember(self, topic: str, offset: int, key: str, now: float, window_s: float, max_keys: int) -> None:
-        self.last_offsets[topic] = offset
-        self.recent_keys[key] = now
+    def mark_offset(self, source: str, offset: int) -> None:
+        self.last_offsets[source] = max(offset, self.last_offsets.get(source, -1))
+
+    def prune(self, now: float, window_s: float, max_keys: int) -> None:
+        """Forget keys older than the window, and the oldest beyond `max_keys`."""
         horizon = now - window_s
-        # dicts keep insertion order, so the oldest keys come first
+        # dicts keep insertion order and `remember` re-inserts, so the oldest keys come first
         while self.recent_keys and (
             len(self.recent_keys) > max_keys or next(iter(self.recent_keys.values())) < horizon
         ):
             del self.recent_keys[next(iter(self.recent_keys))]
+
+    def remember(self, source: str, offset: int, key: str, now: float, window_s: float, max_keys: int) -> None:
+        self.mark_offset(source, offset)
+        self.recent_keys.pop(key, None)
+        self.recent_keys[key] = now
+        self.prune(now, window_s, max_keys)
 
 
 class AgentRecord(BaseModel):

@@ -90,30 +90,33 @@ class InputHandler:
                 *where,
             )
 
+        source = f"{topic}#{partition}"
+        now = datetime.now(timezone.utc)
         stored = self._store.get(key)
         record = AgentRecord.from_bytes(stored) if stored else None
-        if record is not None and record.delivery.is_redelivery(topic, offset):
+        if record is not None and record.delivery.is_redelivery(source, offset):
             # Re-written so the changelog holds it even if the crash that caused the
             # redelivery lost the previous write.
             self._store.set(key, stored)  # type: ignore[arg-type]
             return "duplicate"
         dedup_key = getattr(message, "idempotency_key", None) or message.message_id
-        if record is not None and record.delivery.is_duplicate(dedup_key):
-            record.delivery.last_offsets[topic] = offset
-            self._store.set(key, record.to_bytes())
-            return "duplicate"
+        if record is not None:
+            record.delivery.prune(now.timestamp(), self._dedup.window_s, self._dedup.max_keys)
+            if record.delivery.is_duplicate(dedup_key):
+                record.delivery.mark_offset(source, offset)
+                self._store.set(key, record.to_bytes())
+                return "duplicate"
 
-        now = datetime.now(timezone.utc)
         turn: TurnOutcome = self._engine.apply(record, message, now)  # type: ignore[arg-type]
         if turn.rejection is not None:
             if record is not None:
-                record.delivery.last_offsets[topic] = offset
+                record.delivery.mark_offset(source, offset)
                 self._store.set(key, record.to_bytes())
             return await self._dead_letter(turn.rejection.code, turn.rejection.reason, *where)
 
         new = turn.record
         assert new is not None
-        new.delivery.remember(topic, offset, dedup_key, now.timestamp(), self._dedup.window_s, self._dedup.max_keys)
+        new.delivery.remember(source, offset, dedup_key, now.timestamp(), self._dedup.window_s, self._dedup.max_keys)
         if not turn.ignored:
             new.inputs_applied += 1
         self._store.set(key, new.to_bytes())
