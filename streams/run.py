@@ -28,12 +28,14 @@ async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
     return profile, partitions
 
 
-def run_processor(settings: Settings, http_host: str, http_port: int) -> None:
+def run_processor(settings: Settings, http_host: str, http_port: int, advertise_host: str | None = None) -> None:
     """Check the topics, then run the Faust app until SIGTERM/SIGINT. Blocks."""
     configure_logging(settings.log_format, settings.log_level)
     profile, partitions = asyncio.run(_prepare_processor(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed the previous one
-    processor = create_processor(settings, profile, partitions, http_host=http_host, http_port=http_port)
+    processor = create_processor(
+        settings, profile, partitions, http_host=http_host, http_port=http_port, advertise_host=advertise_host
+    )
     log.info(
         "processor starting",
         extra={"bootstrap": settings.kafka_bootstrap, "partitions": partitions, "http": f"http://{http_host}:{http_port}",

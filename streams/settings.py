@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     app_id: str = Field("agentstream", description="Processor consumer group and changelog prefix.")
     data_dir: Path = Field(Path(".agentstream"), description="Where processors keep RocksDB state.")
+    advertise_host: str | None = Field(
+        None,
+        description="Host other processors dial to forward requests to this one (default: the bind host, "
+        "or the hostname when binding to all interfaces). In Kubernetes: the pod IP.",
+    )
     task_queue: str = Field("restack", description="Default task queue of steps and workers.")
     api_url: str = Field(
         "http://127.0.0.1:6066", description="Any processor's HTTP address, for state queries."

@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from agentstream.topics.exceptions import AgentstreamError
 
@@ -64,7 +65,7 @@ class EmbeddedBroker:
         self.port = port or free_port(host)
         self.cluster_id = f"{EMBEDDED_CLUSTER_PREFIX}{uuid.uuid4().hex[:12]}"
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the broker
+        self._log: IO[bytes]  # a file, not a pipe: a full pipe would stall the broker
 
     @property
     def bootstrap(self) -> str:
@@ -75,6 +76,7 @@ class EmbeddedBroker:
         return self._process.pid if self._process else None
 
     def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
+        self._log = tempfile.TemporaryFile()
         url = f"tcp://{self.host}:{self.port}"
         command = [
             str(tansu_binary()),
@@ -129,6 +131,7 @@ class EmbeddedBroker:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+        self._log.close()
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

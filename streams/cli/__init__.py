@@ -59,13 +59,19 @@ def cli() -> None:
 @app_dir_option
 @click.option("--http-host", default="127.0.0.1", show_default=True)
 @click.option("--http-port", default=6066, show_default=True, type=int)
-def processor(app: str | None, app_dir: str | None, http_host: str, http_port: int) -> None:
+@click.option(
+    "--advertise-host",
+    help="Host other processors use to forward requests here (default: --http-host, "
+    "or the hostname when that is 0.0.0.0; env AGENTSTREAM_ADVERTISE_HOST). In Kubernetes, the pod IP.",
+)
+def processor(app: str | None, app_dir: str | None, http_host: str, http_port: int, advertise_host: str | None) -> None:
     """Run a stream processor (agents' state, HTTP API, /metrics)."""
     from ..run import run_processor
 
     load_app(app, app_dir)
     try:
-        run_processor(settings(), http_host, http_port)
+        conf = settings()
+        run_processor(conf, http_host, http_port, advertise_host or conf.advertise_host)
     except AgentstreamError as exc:
         raise click.ClickException(str(exc)) from exc
 

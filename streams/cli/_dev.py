@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from ..broker.embedded import EmbeddedBroker
-from ..devstack import DevStack, ProcessStartError
+from ..devstack import DevStack
 from . import app_dir_option, app_option, cli, run_async
+from ._loading import load_app
 
 DEMO_APP = "examples.taskprocessor"
 
@@ -34,7 +35,6 @@ def _progress(message: str) -> None:
 
 
 def _serve_until_interrupted(stack: DevStack) -> None:
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while True:
             for component in (stack.processor, stack.worker):
@@ -65,9 +65,14 @@ def _print_addresses(stack: DevStack) -> None:
 
 
 def _start(stack: DevStack) -> None:
+    """Start the stack; SIGTERM and Ctrl-C during start-up stop whatever already runs."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         stack.start(progress=_progress)
-    except (ProcessStartError, Exception) as exc:
+    except KeyboardInterrupt:
+        stack.stop()
+        raise click.Abort() from None
+    except Exception as exc:
         stack.stop(keep_logs=True)
         raise click.ClickException(f"{exc}\n(logs kept in {stack.workdir})") from exc
 
@@ -82,6 +87,7 @@ def _start(stack: DevStack) -> None:
 def dev(app: str | None, app_dir: str | None, broker_port: int | None, http_port: int | None,
         worker_http_port: int | None, partitions: int) -> None:
     """Run broker, topics, processor, worker and HTTP API in one command; Ctrl-C stops all."""
+    load_app(app, app_dir)  # fail fast on a bad --app, before starting anything
     stack = DevStack(app or "", app_dir=Path(app_dir) if app_dir else None, broker_port=broker_port,
                      http_port=http_port, worker_http_port=worker_http_port, partitions=partitions,
                      external_bootstrap=_external_bootstrap())

@@ -21,6 +21,8 @@ def load_app(module: str | None, app_dir: str | None = None) -> ModuleType | Non
     if not module:
         return None
     folder = str(Path(app_dir or ".").resolve())
+    if not Path(folder).is_dir():
+        raise click.ClickException(f"--app-dir {app_dir}: no such folder")
     if folder not in sys.path:
         sys.path.insert(0, folder)
     try:

@@ -102,9 +102,17 @@ def create_processor(
     *,
     http_host: str = "127.0.0.1",
     http_port: int = 6066,
+    advertise_host: str | None = None,
     engine: Engine | None = None,
 ) -> Processor:
-    """Build (not start) a processor for the agent types registered in this process."""
+    """Build (not start) a processor for the agent types registered in this process.
+
+    `advertise_host` is how other processors reach this one when they forward
+    `GET /agents/{id}` to it; by default `http_host`, or the hostname when binding to all
+    interfaces.
+    """
+    if advertise_host is None:
+        advertise_host = http_host if http_host not in ("0.0.0.0", "::") else socket.gethostname()
     names = TopicNames(settings.topic_prefix)
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
     app = faust.App(
@@ -118,7 +126,7 @@ def create_processor(
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         web_bind=http_host,
-        web_host=http_host if http_host not in ("0.0.0.0", "::") else socket.gethostname(),
+        web_host=advertise_host,
         web_port=http_port,
         web_in_thread=False,
         logging_config=logging_config(settings.log_format, settings.log_level),
@@ -137,7 +145,7 @@ def create_processor(
         publisher=FaustPublisher(app),
         metrics=metrics,
         dedup=DedupPolicy(settings.dedup_window_seconds, settings.dedup_max_keys),
-        identity=f"processor@{http_host}:{http_port}",
+        identity=f"processor@{advertise_host}:{http_port}",
     )
     processor = Processor(app, table, handler, metrics, registry, names)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)
