@@ -46,7 +46,7 @@ def run_processor(settings: Settings, http_host: str, http_port: int, advertise_
         loglevel=settings.log_level,
         quiet=True,
         redirect_stdouts=False,
-        logging_config=processor.app.conf.logging_config,
+        logging_config=dict(processor.app.conf.logging_config or {}),
     )
     worker.execute_from_commandline()
 

@@ -19,38 +19,38 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", extra="ignore")
 
     kafka_bootstrap: str = Field(
-        DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, comma separated."
+        default=DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, comma separated."
     )
     embedded_broker: bool | None = Field(
-        None,
+        default=None,
         description=(
-            "Whether the broker is agentstream's embedded Tansu broker. Unset means: "
-            "true for brokers started by `agentstream dev` and the test fixtures, false otherwise."
+            "Force the embedded broker profile on or off. Unset: on exactly when the broker's "
+            "cluster ID says it is agentstream's embedded broker."
         ),
     )
-    topic_prefix: str = Field("agentstream.", description="Prefix of every topic name.")
-    partitions: int = Field(8, ge=1, description="Partitions of topics created by agentstream.")
-    replication_factor: int = Field(1, ge=1)
-    app_id: str = Field("agentstream", description="Processor consumer group and changelog prefix.")
-    data_dir: Path = Field(Path(".agentstream"), description="Where processors keep RocksDB state.")
+    topic_prefix: str = Field(default="agentstream.", description="Prefix of every topic name.")
+    partitions: int = Field(default=8, ge=1, description="Partitions of topics created by agentstream.")
+    replication_factor: int = Field(default=1, ge=1)
+    app_id: str = Field(default="agentstream", description="Processor consumer group and changelog prefix.")
+    data_dir: Path = Field(default=Path(".agentstream"), description="Where processors keep RocksDB state.")
     advertise_host: str | None = Field(
-        None,
+        default=None,
         description="Host other processors dial to forward requests to this one (default: the bind host, "
         "or the hostname when binding to all interfaces). In Kubernetes: the pod IP.",
     )
-    task_queue: str = Field("restack", description="Default task queue of steps and workers.")
+    task_queue: str = Field(default="restack", description="Default task queue of steps and workers.")
     api_url: str = Field(
-        "http://127.0.0.1:6066", description="Any processor's HTTP address, for state queries."
+        default="http://127.0.0.1:6066", description="Any processor's HTTP address, for state queries."
     )
     dedup_window_seconds: float = Field(
-        24 * 3600, gt=0, description="How long idempotency keys are remembered per agent."
+        default=24 * 3600, gt=0, description="How long idempotency keys are remembered per agent."
     )
     dedup_max_keys: int = Field(
-        1000, ge=1, description="At most this many idempotency keys are remembered per agent."
+        default=1000, ge=1, description="At most this many idempotency keys are remembered per agent."
     )
-    worker_concurrency: int = Field(16, ge=1, description="Steps a worker runs at once.")
-    log_format: str = Field("json", pattern="^(json|text)$")
-    log_level: str = Field("INFO")
+    worker_concurrency: int = Field(default=16, ge=1, description="Steps a worker runs at once.")
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_level: str = Field(default="INFO")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

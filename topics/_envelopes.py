@@ -47,7 +47,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = WIRE_VERSION
+    v: Literal[1] = 1
     message_id: str = Field(default_factory=new_message_id, min_length=1, max_length=256)
     agent_id: AgentId
     sent_at: datetime = Field(default_factory=utc_now)
@@ -154,7 +154,7 @@ class DeadLetter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = WIRE_VERSION
+    v: Literal[1] = 1
     kind: Literal["dead_letter"] = "dead_letter"
     message_id: str = Field(default_factory=new_message_id)
     reason_code: str

@@ -20,7 +20,7 @@ class TopicSpec:
     retention_ms: int | None = 7 * DAY_MS
 
     def configs(self) -> dict[str, str]:
-        configs = {"cleanup.policy": self.cleanup_policy}
+        configs: dict[str, str] = {"cleanup.policy": self.cleanup_policy}
         if self.retention_ms is not None:
             configs["retention.ms"] = str(self.retention_ms)
         return configs

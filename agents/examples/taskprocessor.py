@@ -30,7 +30,7 @@ class TaskProcessor:
     def __init__(self) -> None:
         self.max_retries = 3
         self.tasks: list[dict[str, str]] = []
-        self.end = False
+        self.ended = False
 
     @agent.event
     async def configure(self, config: Config) -> int:
@@ -45,7 +45,7 @@ class TaskProcessor:
 
     @agent.event
     async def end(self) -> bool:
-        self.end = True
+        self.ended = True
         return True
 
     @agent.run

@@ -149,7 +149,7 @@ class MinimalEngine:
         received = ReceivedEvent(
             name=message.event, payload=message.payload, message_id=message.message_id, received_at=now
         )
-        instance = definition.cls.__new__(definition.cls)
+        instance: Any = object.__new__(definition.cls)
         instance.__dict__.update(copy.deepcopy(record.fields))
         try:
             # Through the class: a field may share the handler's name (`self.end` and `end()`).

@@ -79,7 +79,7 @@ class Processor:
             consumer = app.consumer
         except Exception:  # not started yet
             return False
-        recovery = app.tables.recovery
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
         return bool(
             not app.rebalancing
             and recovery.completed.is_set()
