@@ -107,38 +107,8 @@ class ManagedProcess:
             self.kill()
 
 
-def component_env(bootstrap: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["AGENTSTREAM_KAFKA_BOOTSTRAP"] = bootstrap
-    env.update(extra or {})
-    return env
-
-
-def processor_process(
-    bootstrap: str,
-    app: str,
-    *,
-    data_dir: Path,
-    log_dir: Path,
-    http_port: int | None = None,
-    app_dir: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    name: str = "processor",
-) -> ManagedProcess:
-    port = http_port or free_port()
-    args = ["processor", "--app", app, "--http-port", str(port)]
-    if app_dir:
-        args += ["--app-dir", str(app_dir)]
-    return ManagedProcess(
-        name,
-        args,
-        env=component_env(bootstrap, {"AGENTSTREAM_DATA_DIR": str(data_dir), **(env or {})}),
-        http_port=port,
-        log_path=log_dir / f"{name}.log",
-    )
-
-
-def worker_process(
+def component(
+    command: str,
     bootstrap: str,
     app: str,
     *,
@@ -146,15 +116,16 @@ def worker_process(
     http_port: int | None = None,
     app_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
-    name: str = "worker",
+    name: str | None = None,
 ) -> ManagedProcess:
+    """A not-yet-started `agentstream <command>` (processor or worker) on `bootstrap`."""
     port = http_port or free_port()
-    args = ["worker", "--app", app, "--http-port", str(port)]
+    args = [command, "--app", app, "--http-port", str(port)]
     if app_dir:
         args += ["--app-dir", str(app_dir)]
-    return ManagedProcess(
-        name, args, env=component_env(bootstrap, env), http_port=port, log_path=log_dir / f"{name}.log"
-    )
+    name = name or command
+    full_env = {**os.environ, "AGENTSTREAM_KAFKA_BOOTSTRAP": bootstrap, **(env or {})}
+    return ManagedProcess(name, args, env=full_env, http_port=port, log_path=log_dir / f"{name}.log")
 
 
 class DevStack:
@@ -177,12 +148,12 @@ class DevStack:
         self.workdir = Path(tempfile.mkdtemp(prefix="agentstream-dev-"))
         self.broker = None if external_bootstrap else EmbeddedBroker(port=broker_port)
         self.bootstrap = external_bootstrap or self.broker.bootstrap  # type: ignore[union-attr]
-        self.processor = processor_process(
-            self.bootstrap, app, data_dir=self.workdir / "state", log_dir=self.workdir,
-            http_port=http_port, app_dir=app_dir,
+        self.processor = component(
+            "processor", self.bootstrap, app, log_dir=self.workdir, http_port=http_port, app_dir=app_dir,
+            env={"AGENTSTREAM_DATA_DIR": str(self.workdir / "state")},
         )
-        self.worker = worker_process(
-            self.bootstrap, app, log_dir=self.workdir, http_port=worker_http_port, app_dir=app_dir
+        self.worker = component(
+            "worker", self.bootstrap, app, log_dir=self.workdir, http_port=worker_http_port, app_dir=app_dir
         )
 
     def start(self, progress: Callable[[str], None] = print) -> "DevStack":

@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentstream.streams.broker import BrokerProfile
-from agentstream.streams.devstack import ManagedProcess, processor_process, worker_process
+from agentstream.streams.devstack import ManagedProcess, component
 from agentstream.topics import TopicNames
 
 APPS = Path(__file__).parent / "apps"
@@ -46,15 +46,15 @@ class Cluster:
         }
 
     def processor(self, name: str = "processor", *, data_dir: Path | None = None, app: str = "recorder") -> ManagedProcess:
-        process = processor_process(
-            self.bootstrap, app, data_dir=data_dir or self.tmp / f"{name}-state", log_dir=self.tmp,
-            app_dir=APPS, env=self.env, name=name,
+        state = {"AGENTSTREAM_DATA_DIR": str(data_dir or self.tmp / f"{name}-state")}
+        process = component(
+            "processor", self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env={**self.env, **state}, name=name
         )
         self.processes.append(process)
         return process
 
     def worker(self, name: str = "worker", app: str = "recorder") -> ManagedProcess:
-        process = worker_process(self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env=self.env, name=name)
+        process = component("worker", self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env=self.env, name=name)
         self.processes.append(process)
         return process
 
@@ -88,11 +88,29 @@ class Cluster:
 
 
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """(status, JSON body or None); status 0 when nothing answered."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (urllib.error.URLError, OSError):
+        return 0, None
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """The blocking twin of `poll`, for tests that are not async."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 async def poll(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> Any:

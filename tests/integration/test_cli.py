@@ -26,6 +26,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agentstream.topics import TopicNames
+from support import get_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -157,27 +158,6 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60.0, what: str | 
 def assert_clean_failure(result: Result) -> None:
     assert result.returncode != 0, f"expected a failure, got exit 0:\n{result.output}"
     assert "Traceback" not in result.output, f"a Python traceback leaked:\n{result.output}"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
-
-
-def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (urllib.error.URLError, OSError):
-        return 0, None
 
 
 @dataclass
