@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.streams.broker import BrokerProfile, EmbeddedBroker
+from agentstream.streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from agentstream.streams.kafka import ensure_topics
 from support import PARTITIONS, Cluster, get_json, poll  # noqa: F401  (re-exported for tests)
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
-    """Bootstrap address of the session's broker: AGENTSTREAM_TEST_BOOTSTRAP if set, else an embedded one."""
-    external = os.environ.get("AGENTSTREAM_TEST_BOOTSTRAP")
+    """The session's broker: AGENTSTREAM_KAFKA_BOOTSTRAP if set (e.g. a real Kafka), else an embedded one."""
+    external = os.environ.get("AGENTSTREAM_KAFKA_BOOTSTRAP")
     if external:
         yield external
         return
@@ -26,8 +26,8 @@ def broker() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def profile(broker: str) -> BrokerProfile:
-    return BrokerProfile.real_kafka() if os.environ.get("AGENTSTREAM_TEST_BOOTSTRAP") else BrokerProfile.embedded_broker()
+async def profile(broker: str) -> BrokerProfile:
+    return await detect_profile(broker)
 
 
 @pytest.fixture
