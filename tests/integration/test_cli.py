@@ -137,10 +137,12 @@ class Result:
         return self.stdout + self.stderr
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60.0, what: str | None = None) -> Result:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60.0, what: str | None = None, cwd: Path = REPO
+) -> Result:
     """Run one CLI command to completion; a hang past `timeout` fails the test (and kills it)."""
     process = subprocess.Popen(
-        [*CLI, *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        [*CLI, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
@@ -552,23 +554,12 @@ def test_dev_with_a_missing_app_fails_cleanly(tmp_path: Path) -> None:
 
 
 def test_demo_prints_the_agent_state_and_exits(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [*CLI, "demo"], cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        kill_tree(process)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"agentstream demo did not finish within 120s:\n{stdout}\n{stderr}")
-    finally:
-        if process.poll() is None:
-            kill_tree(process)
-    assert process.returncode == 0, f"demo failed ({process.returncode}):\n{stdout}\n{stderr}"
+    result = run_cli("demo", env=cli_env(), timeout=120, what="demo", cwd=tmp_path)
+    stdout = result.stdout
+    assert result.returncode == 0, f"demo failed ({result.returncode}):\n{result.output}"
     state = json_object_in(stdout)
     assert state["agent_id"] == "demo-taskprocessor", state
     assert len(state["events"]) == 4, state["events"]
     assert [e["name"] for e in state["events"]] == ["configure", "add_task", "add_task", "end"]
     assert re.search(r"^metrics: http://\S+:\d+/metrics$", stdout, re.M), stdout
-    assert "Traceback" not in stdout + stderr
+    assert "Traceback" not in result.output
