@@ -22,9 +22,16 @@ class Parameter:
 
     name: str
     adapter: TypeAdapter[Any] | None  # None when the parameter has no annotation
+    optional: bool = False  # it has a default, used when no input (None) is given
 
     def validate(self, value: Any) -> Any:
         return value if self.adapter is None else self.adapter.validate_python(value)
+
+    def arguments(self, value: Any) -> list[Any]:
+        """The positional arguments for a call with input `value`."""
+        if value is None and self.optional:
+            return []
+        return [self.validate(value)]
 
 
 def single_parameter(fn: Callable[..., Any], *, skip_self: bool) -> Parameter | None:
@@ -41,7 +48,11 @@ def single_parameter(fn: Callable[..., Any], *, skip_self: bool) -> Parameter | 
         )
     hints = get_type_hints(fn)
     hint = hints.get(params[0].name)
-    return Parameter(params[0].name, TypeAdapter(hint) if hint is not None else None)
+    return Parameter(
+        params[0].name,
+        TypeAdapter(hint) if hint is not None else None,
+        optional=params[0].default is not inspect.Parameter.empty,
+    )
 
 
 @dataclass(frozen=True)

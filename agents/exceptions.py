@@ -1,5 +1,7 @@
 """Errors raised to agent authors and client users."""
 
+import builtins
+
 from agentstream.streams.exceptions import BrokerUnavailableError
 from agentstream.topics.exceptions import AgentstreamError
 
@@ -30,3 +32,42 @@ class RetryableError(AgentstreamError):
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AgentContextError(AgentstreamError):
+    """An agent-only call (agent.step, condition, ...) was made outside an agent's code."""
+
+
+class NondeterminismError(AgentstreamError):
+    """Replaying an agent's journal took another path than the original run.
+
+    The agent's code changed in a way that is incompatible with its history, or it
+    uses a source of nondeterminism (wall clock, random, I/O) instead of agent.now(),
+    agent.random(), agent.uuid() and steps. The agent is parked with status `stuck`.
+    """
+
+
+class StepFailedError(AgentstreamError):
+    """A step failed for good: a non-retryable error, or its retries or time ran out."""
+
+    def __init__(self, message: str, *, function: str, error_type: str, attempts: int) -> None:
+        super().__init__(message)
+        self.function = function
+        self.error_type = error_type
+        self.attempts = attempts
+
+
+class ChildFailedError(AgentstreamError):
+    """A child agent awaited with `agent.child_execute` failed or was cancelled."""
+
+    def __init__(self, message: str, *, child_id: str, status: str) -> None:
+        super().__init__(message)
+        self.child_id = child_id
+        self.status = status
+
+
+class TimeoutError(AgentstreamError, builtins.TimeoutError):  # noqa: A001 - the name users expect
+    """A `condition` (or another durable wait) did not finish within its timeout.
+
+    Also a builtin `TimeoutError`, so `except TimeoutError` catches it either way.
+    """

@@ -60,6 +60,16 @@ class Envelope(BaseModel):
         return self.agent_id.encode()
 
 
+class ParentRef(BaseModel):
+    """Which agent started a child, so the child can report its outcome back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_id: AgentId
+    run_id: str
+    seq: int = Field(ge=1)
+
+
 class ScheduleAgent(Envelope):
     """Start an agent of `agent_type` under `agent_id` with `input`."""
 
@@ -67,6 +77,7 @@ class ScheduleAgent(Envelope):
     agent_type: Name
     input: JsonValue = None
     idempotency_key: str | None = None
+    parent: ParentRef | None = None  # set when another agent starts this one as its child
 
 
 class SendEvent(Envelope):
@@ -86,9 +97,42 @@ class CancelAgent(Envelope):
     reason: str | None = None
     run_id: str | None = None
     idempotency_key: str | None = None
+    cancel_children: bool = False  # also cancel the children it started, and theirs
 
 
-AgentInput = Annotated[Union[ScheduleAgent, SendEvent, CancelAgent], Field(discriminator="kind")]
+class TimerFired(Envelope):
+    """A durable timer of an agent is due; produced by the processor that owns the agent."""
+
+    kind: Literal["timer"] = "timer"
+    run_id: str
+    timer_id: str
+    fire_at: datetime
+
+
+class AgentStatus(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STUCK = "stuck"
+
+
+class ChildCompleted(Envelope):
+    """A child agent ended; sent to its parent (the record key is the parent's ID)."""
+
+    kind: Literal["child_result"] = "child_result"
+    run_id: str  # the parent's run
+    seq: int = Field(ge=1)
+    child_id: AgentId
+    child_run_id: str
+    status: AgentStatus
+    result: JsonValue = None
+    error: str | None = None
+
+
+AgentInput = Annotated[
+    Union[ScheduleAgent, SendEvent, CancelAgent, TimerFired, ChildCompleted], Field(discriminator="kind")
+]
 """What travels on `agent-events`."""
 
 
@@ -103,6 +147,7 @@ class StepCommand(Envelope):
     attempt: int = Field(1, ge=1)
     task_queue: Name
     start_to_close_timeout_s: float | None = Field(None, gt=0)
+    schedule_to_start_timeout_s: float | None = Field(None, gt=0)  # measured from `sent_at`
     heartbeat_timeout_s: float | None = Field(None, gt=0)
 
 
@@ -127,14 +172,6 @@ class StepResult(Envelope):
     output: JsonValue = None
     error: StepError | None = None
     duration_s: float = Field(0.0, ge=0)
-
-
-class AgentStatus(str, Enum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    STUCK = "stuck"
 
 
 class AgentUpdate(Envelope):
@@ -237,7 +274,7 @@ def _decode(adapter: TypeAdapter[Any], value: bytes | None, what: str) -> Any:
         raise InvalidMessageError("invalid_envelope", f"{what}: {details}") from exc
 
 
-def decode_agent_input(value: bytes | None) -> ScheduleAgent | SendEvent | CancelAgent:
+def decode_agent_input(value: bytes | None) -> ScheduleAgent | SendEvent | CancelAgent | TimerFired | ChildCompleted:
     """Decode a record of `agent-events`; raises `InvalidMessageError` with a reason."""
     return _decode(_agent_input, value, "agent-events record")  # type: ignore[no-any-return]
 

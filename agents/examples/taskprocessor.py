@@ -1,13 +1,17 @@
-"""An example agent: takes configuration and tasks as events and keeps them in its state.
+"""An example agent in the Restack shape: configuration and tasks arrive as events,
+`run` works through the tasks with a durable step each, and `end` stops it.
 
-Run it with `agentstream dev --app examples.taskprocessor`.
+Run it with `agentstream dev --app examples.taskprocessor` (or `agentstream demo`).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from pydantic import BaseModel
 
-from agentstream.agents import agent, function, log
+from agentstream.agents import RetryPolicy, agent, condition, function, import_functions, log
 
 
 class Task(BaseModel):
@@ -19,35 +23,63 @@ class Config(BaseModel):
     max_retries: int = 3
 
 
-@function
-async def process_item(task: Task) -> dict[str, str]:
-    """A step function that workers run (the durable engine calls it from agents)."""
-    return {"id": task.id, "result": f"{task.action}ed"}
+with import_functions():  # in a real project: from src.functions.process import process_item
+
+    @function
+    async def process_item(task: Task) -> dict[str, str]:
+        """The step that workers run for each task."""
+        return {"id": task.id, "result": f"{task.action}ed"}
 
 
 @agent.defn()
 class TaskProcessor:
     def __init__(self) -> None:
-        self.max_retries = 3
-        self.tasks: list[dict[str, str]] = []
-        self.ended = False
+        self.config: Config | None = None
+        self.tasks: list[Task] = []
+        self.results: list[dict[str, str]] = []
+        self.completed = 0
+        self.failed = 0
+        self.end = False
 
     @agent.event
     async def configure(self, config: Config) -> int:
-        self.max_retries = config.max_retries
-        return self.max_retries
+        self.config = config
+        log.info("configured", max_retries=config.max_retries)
+        return config.max_retries
 
     @agent.event
     async def add_task(self, task: Task) -> int:
-        self.tasks.append(task.model_dump())
-        log.info("task queued", task_id=task.id)
+        self.tasks.append(task)
         return len(self.tasks)
 
     @agent.event
     async def end(self) -> bool:
-        self.ended = True
+        self.end = True
         return True
 
     @agent.run
-    async def run(self) -> None:
-        """The durable engine runs this; the first engine applies events only."""
+    async def run(self) -> dict[str, Any]:
+        await condition(lambda: self.config is not None)
+        assert self.config is not None
+        while not self.end:
+            await condition(lambda: bool(self.tasks) or self.end or agent.should_continue_as_new())
+            if agent.should_continue_as_new():
+                agent.agent_continue_as_new()
+            while self.tasks:
+                task = self.tasks.pop(0)
+                try:
+                    result = await agent.step(
+                        function=process_item,
+                        function_input=task,
+                        start_to_close_timeout=timedelta(seconds=60),
+                        retry_policy=RetryPolicy(
+                            max_attempts=self.config.max_retries, initial_interval=timedelta(seconds=0.2)
+                        ),
+                    )
+                    self.results.append(result)
+                    self.completed += 1
+                    log.info("task complete", task_id=task.id)
+                except Exception as exc:
+                    self.failed += 1
+                    log.error("task failed", task_id=task.id, error=repr(exc))
+        return {"status": "ended", "completed": self.completed, "failed": self.failed}

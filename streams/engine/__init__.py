@@ -1,7 +1,20 @@
-"""Pure-Python agent engines: no Kafka or Faust import, testable turn by turn."""
+"""The durable agent engine: pure Python (no Kafka or Faust), testable turn by turn."""
 
-from .base import Engine, Input, Rejection, TurnOutcome
-from .minimal import MinimalEngine
+from .base import Engine, Input, Rejection, StepOutcome, TurnFacts, TurnOutcome
+from .durable import TERMINAL, DurableEngine, EngineConfig
 from .record import AgentRecord, Delivery, ReceivedEvent
 
-__all__ = ["AgentRecord", "Delivery", "Engine", "Input", "MinimalEngine", "ReceivedEvent", "Rejection", "TurnOutcome"]
+__all__ = [
+    "TERMINAL",
+    "AgentRecord",
+    "Delivery",
+    "DurableEngine",
+    "Engine",
+    "EngineConfig",
+    "Input",
+    "ReceivedEvent",
+    "Rejection",
+    "StepOutcome",
+    "TurnFacts",
+    "TurnOutcome",
+]

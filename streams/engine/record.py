@@ -1,18 +1,27 @@
-"""The one record a processor keeps per agent ID (the value of the RocksDB table)."""
+"""The one record a processor keeps per agent ID (the value of the RocksDB table).
+
+Besides what the API shows (status, fields, recent events, result), it holds what a
+replay needs: the `base` the agent restarts from and the `journal` of inputs applied
+since, plus the bookkeeping of steps, timers and children in flight.
+"""
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from agentstream.topics import AgentStatus
+from agentstream.topics import AgentStatus, ParentRef
+
+Strict = ConfigDict(extra="forbid")
 
 
 class ReceivedEvent(BaseModel):
-    """One applied event, kept in arrival order."""
+    """One applied event, kept in arrival order (the most recent ones only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     payload: JsonValue = None
@@ -20,6 +29,95 @@ class ReceivedEvent(BaseModel):
     received_at: datetime
     result: JsonValue = None
     error: str | None = None
+    done: bool = True  # False while its handler still awaits something
+
+
+class Outcome(BaseModel):
+    """How a durable awaitable ended: a value, or an error to raise in the agent's code."""
+
+    model_config = Strict
+
+    ok: bool
+    value: JsonValue = None
+    error_type: str | None = None
+    message: str | None = None
+    attempts: int = 0
+
+
+class Consumed(BaseModel):
+    """A result one coroutine received; compaction lets it re-receive it after a restart."""
+
+    model_config = Strict
+
+    kind: Literal["step", "child"]
+    key: str  # the function, or "agent_type/agent_id" of a child
+    input: JsonValue = None
+    outcome: Outcome
+
+
+class Seed(BaseModel):
+    """A coroutine (re)started at the base: `run`, or an event handler still waiting."""
+
+    model_config = Strict
+
+    kind: Literal["run", "event"]
+    name: str | None = None  # the event's name
+    payload: JsonValue = None  # run's input, or the event's payload
+    message_id: str | None = None
+    prologue: list[Consumed] = Field(default_factory=list)
+
+
+class Base(BaseModel):
+    """Where a replay starts: fields (None: call `__init__`) and the coroutines to start."""
+
+    model_config = Strict
+
+    fields: dict[str, JsonValue] | None = None
+    seeds: list[Seed] = Field(default_factory=list)
+    next_seq: int = 1
+    draws: int = 0
+    at: datetime
+    commands: list[str] = Field(default_factory=list)  # what starting the seeds issued
+
+
+class JournalEntry(BaseModel):
+    """One input the agent's code saw since the base, and the commands it issued in response."""
+
+    model_config = Strict
+
+    kind: Literal["event", "step", "timer", "child"]
+    at: datetime
+    message_id: str
+    name: str | None = None
+    payload: JsonValue = None
+    seq: int | None = None
+    outcome: Outcome | None = None
+    commands: list[str] = Field(default_factory=list)
+
+
+class StepState(BaseModel):
+    """A step in flight: what to send again on retry, and how far it got."""
+
+    model_config = Strict
+
+    seq: int
+    function: str
+    input: JsonValue = None
+    task_queue: str
+    attempt: int = 1
+    options: dict[str, JsonValue] = Field(default_factory=dict)
+    scheduled_at: datetime
+    last_error: str | None = None
+
+
+class ChildState(BaseModel):
+    model_config = Strict
+
+    agent_id: str
+    run_id: str
+    agent_type: str
+    awaited: bool
+    done: bool = False
 
 
 class Delivery(BaseModel):
@@ -31,7 +129,7 @@ class Delivery(BaseModel):
     de-duplication window.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = Strict
 
     last_offsets: dict[str, int] = Field(default_factory=dict)
     recent_keys: dict[str, float] = Field(default_factory=dict)
@@ -63,9 +161,9 @@ class Delivery(BaseModel):
 
 
 class AgentRecord(BaseModel):
-    """An agent's durable state: identity, status, fields and the inputs it applied."""
+    """An agent's durable state: identity, status, fields and what a replay needs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = Strict
 
     agent_id: str
     agent_type: str
@@ -79,6 +177,15 @@ class AgentRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     inputs_applied: int = 0
+    parent: ParentRef | None = None
+    revision: int = 0
+    base: Base | None = None
+    journal: list[JournalEntry] = Field(default_factory=list)
+    steps: dict[str, StepState] = Field(default_factory=dict)
+    timers: dict[str, datetime] = Field(default_factory=dict)
+    children: dict[str, ChildState] = Field(default_factory=dict)
+    compactions: int = 0
+    parked: list[dict[str, JsonValue]] = Field(default_factory=list)
     delivery: Delivery = Field(default_factory=Delivery)
 
     def to_bytes(self) -> bytes:
@@ -88,6 +195,23 @@ class AgentRecord(BaseModel):
     def from_bytes(cls, data: bytes) -> "AgentRecord":
         return cls.model_validate_json(data)
 
+    def evolve(self, **changes: object) -> "AgentRecord":
+        """A new version of this record sharing nothing mutable with it that a turn changes."""
+        changes.setdefault("delivery", self.delivery.model_copy(deep=True))
+        changes.setdefault("fields", copy.deepcopy(self.fields))
+        return self.model_copy(update=changes)
+
+    def next_timer_at(self) -> datetime | None:
+        return min(self.timers.values()) if self.timers else None
+
     def public_view(self) -> dict[str, JsonValue]:
-        """What the HTTP API and the client show: everything but delivery bookkeeping."""
-        return self.model_dump(mode="json", exclude={"delivery"})
+        """What the HTTP API and the client show: no replay or delivery bookkeeping."""
+        view = self.model_dump(
+            mode="json", exclude={"delivery", "base", "journal", "steps", "timers", "children", "parked"}
+        )
+        view["journal_length"] = len(self.journal)
+        view["steps_in_flight"] = len(self.steps)
+        view["timers"] = {key: at.isoformat() for key, at in self.timers.items()}
+        view["children"] = {c.agent_id: {"agent_type": c.agent_type, "done": c.done} for c in self.children.values()}
+        view["parked_inputs"] = len(self.parked)
+        return view

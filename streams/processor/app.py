@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from agentstream.topics import TopicNames
 
 from ..broker.profile import BrokerProfile
-from ..engine import Engine, MinimalEngine
+from ..engine import DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
 from ..settings import Settings
 from .handler import DedupPolicy, InputHandler
@@ -140,7 +140,7 @@ def create_processor(
 
     handler = InputHandler(
         names=names,
-        engine=engine or MinimalEngine(),
+        engine=engine or DurableEngine(EngineConfig(task_queue=settings.task_queue)),
         store=FaustTableStore(table),
         publisher=FaustPublisher(app),
         metrics=metrics,

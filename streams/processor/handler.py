@@ -107,7 +107,7 @@ class InputHandler:
                 self._store.set(key, record.to_bytes())
                 return "duplicate"
 
-        turn: TurnOutcome = self._engine.apply(record, message, now)  # type: ignore[arg-type]
+        turn: TurnOutcome = await self._engine.apply(record, message, now)  # type: ignore[arg-type]
         if turn.rejection is not None:
             if record is not None:
                 record.delivery.mark_offset(source, offset)

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agentstream.agents import agent
-from agentstream.streams.engine import AgentRecord, MinimalEngine
+from agentstream.streams.engine import AgentRecord, DurableEngine
 from agentstream.streams.processor.handler import DedupPolicy, InputHandler
 from agentstream.streams.processor.metrics import ProcessorMetrics
 from agentstream.topics import (
@@ -76,7 +76,7 @@ class Harness:
     def __post_init__(self) -> None:
         self.handler = InputHandler(
             names=NAMES,
-            engine=MinimalEngine(),
+            engine=DurableEngine(),
             store=self.store,
             publisher=self.publisher,
             metrics=ProcessorMetrics.create(self.registry),
@@ -262,8 +262,8 @@ async def test_status_updates_are_published_on_agent_updates(h: Harness) -> None
         (AgentStatus.CANCELLED, AgentStatus.RUNNING, run_id),
     ]
     assert [u.message_id for u in parsed] == [
-        derived_message_id(message.message_id, "update"),
-        derived_message_id(cancel.message_id, "update"),
+        derived_message_id(message.message_id, f"update:{run_id}:running"),
+        derived_message_id(cancel.message_id, f"update:{run_id}:cancelled"),
     ]
     assert parsed[1].error == "stop"
     assert {topic for topic, _, _ in h.publisher.sent} == {NAMES.agent_updates}

@@ -17,7 +17,7 @@ from typing import Any, get_args
 import pytest
 from pydantic import BaseModel, TypeAdapter
 
-import agentstream.streams.engine.minimal as minimal_module
+import agentstream.streams.engine.durable as durable_module
 import agentstream.streams.processor.handler as handler_module
 import agentstream.topics as topics_package
 from agentstream.topics import _envelopes
@@ -210,7 +210,7 @@ def _produced_reason_codes() -> set[str]:
         r'rejected\(\s*[\w.]+,\s*"(\w+)"',
     ]
     codes: set[str] = set()
-    for module in (_envelopes, handler_module, minimal_module):
+    for module in (_envelopes, handler_module, durable_module):
         source = Path(module.__file__).read_text(encoding="utf-8")  # type: ignore[arg-type]
         found = {code for pattern in patterns for code in re.findall(pattern, source)}
         assert found, f"no reason codes found in {module.__name__}; update this test's patterns"

@@ -1,0 +1,62 @@
+"""What an agent's code asks for in a turn; the engine turns these into records to send.
+
+Every durable operation gets the next sequence number of the run. A command's
+`descriptor` is what the journal keeps to check that a replay issues the same ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agentstream.agents._context import StepOptions
+
+
+@dataclass(frozen=True)
+class StepCall:
+    seq: int
+    function: str
+    input: Any
+    options: StepOptions
+
+    @property
+    def descriptor(self) -> str:
+        return f"step:{self.seq}:{self.function}"
+
+
+@dataclass(frozen=True)
+class TimerCall:
+    seq: int
+    fire_at: float  # agent time (epoch seconds)
+
+    @property
+    def descriptor(self) -> str:
+        return f"timer:{self.seq}"
+
+
+@dataclass(frozen=True)
+class ChildCall:
+    seq: int
+    agent_type: str
+    agent_id: str
+    input: Any
+    wait: bool
+    message_id: str  # of the schedule record: the child's run ID derives from it
+
+    @property
+    def descriptor(self) -> str:
+        return f"child:{self.seq}:{self.agent_type}:{self.agent_id}"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The code stopped waiting for `seq` (a timer that is no longer needed, a cancelled step)."""
+
+    seq: int
+
+    @property
+    def descriptor(self) -> str:
+        return f"cancel:{self.seq}"
+
+
+Command = StepCall | TimerCall | ChildCall | Cancel
