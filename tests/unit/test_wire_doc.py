@@ -208,6 +208,7 @@ def _produced_reason_codes() -> set[str]:
         r'InvalidMessageError\(\s*"(\w+)"',
         r'_dead_letter\(\s*"(\w+)"',
         r'rejected\(\s*[\w.]+,\s*"(\w+)"',
+        r'\breject\(\s*"(\w+)"',  # the schedule's local helper in the engine
     ]
     codes: set[str] = set()
     for module in (_envelopes, handler_module, durable_module):
