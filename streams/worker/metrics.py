@@ -13,14 +13,16 @@ class WorkerMetrics:
     step_seconds: Histogram
     in_flight: Gauge
     dead_letters: Counter
+    heartbeats: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "WorkerMetrics":
         return cls(
             steps=Counter(
                 "agentstream_worker_steps",
-                "Step attempts finished by this worker, by function and outcome "
-                "(completed, failed, retryable_failure, timed_out).",
+                "Step attempts finished by this worker, by function and outcome: completed, failed "
+                "(not retryable), retryable_failure, timed_out (start_to_close or heartbeat timeout), "
+                "expired (schedule_to_start passed before the worker picked it up).",
                 ["function", "outcome"],
                 registry=registry,
             ),
@@ -37,6 +39,13 @@ class WorkerMetrics:
                 "agentstream_worker_dead_letters",
                 "Step commands the worker could not decode, sent to the dead-letter topic.",
                 ["reason"],
+                registry=registry,
+            ),
+            heartbeats=Counter(
+                "agentstream_worker_heartbeats",
+                "heartbeat() calls from running step functions, by function; "
+                "a step with a heartbeat_timeout that stops calling it times out.",
+                ["function"],
                 registry=registry,
             ),
         )

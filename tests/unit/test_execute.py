@@ -240,6 +240,8 @@ def _result(ok: bool, error: StepError | None = None) -> StepResult:
         (False, StepError(type="ValueError", message="", retryable=True), "retryable_failure"),
         (False, StepError(type="RetryableError", message="", retryable=True, retry_after_s=1), "retryable_failure"),
         (False, StepError(type="StartToCloseTimeout", message=""), "timed_out"),
+        (False, StepError(type="HeartbeatTimeout", message=""), "timed_out"),
+        (False, StepError(type="ScheduleToStartTimeout", message="", retryable=False), "expired"),
     ],
 )
 def test_outcome_label(ok: bool, error: StepError | None, label: str) -> None:
