@@ -1,21 +1,41 @@
 """A worker: consume step commands of one task queue, run them, publish results.
 
-Offsets are committed only after the results of a batch are acknowledged by the
-broker, so a crash re-runs steps (at least once) but never drops one.
+Up to `worker_concurrency` steps run at once, each in its own task; a result is
+published as soon as its step ends, whatever the others do. The consumer only takes
+as many records as there are free slots. Offsets are committed per partition up to
+(never past) the lowest record still running or whose result the broker has not yet
+acknowledged, so a crash, a shutdown or a rebalance re-runs steps (at least once)
+but never drops one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 
 from agentstream.agents._registry import FunctionDefinition, function_definitions
-from agentstream.topics import DeadLetter, InvalidMessageError, TopicNames, decode_step_command
+from agentstream.topics import (
+    DeadLetter,
+    InvalidMessageError,
+    StepCommand,
+    StepError,
+    StepResult,
+    TopicNames,
+    decode_step_command,
+)
 
 from ..broker.profile import BrokerProfile
 from ..kafka import unreachable
@@ -24,6 +44,47 @@ from .execute import execute, outcome_label
 from .metrics import WorkerMetrics
 
 log = logging.getLogger("agentstream.worker")
+
+POLL_S = 0.2  # longest wait for records, or for a free slot, before the loop looks again
+KEEPALIVE_POLL_S = 5.0  # poll at least this often even with no free slot (max.poll.interval is 300 s)
+COMMIT_INTERVAL_S = 1.0  # commit progress at most this often (and on revocation and shutdown)
+SHUTDOWN_GRACE_S = 5.0  # how long running steps may finish after the stop event
+
+
+@dataclass
+class _Partition:
+    """Offsets of one partition in one assignment: fetched, not yet safe to commit."""
+
+    pending: set[int] = field(default_factory=set)  # running, or result not yet acknowledged
+    fetched_to: int = 0  # highest fetched offset + 1
+    committed: int | None = None
+
+    def fetched(self, offset: int) -> None:
+        self.pending.add(offset)
+        self.fetched_to = max(self.fetched_to, offset + 1)
+
+    def safe_offset(self) -> int | None:
+        """The offset to commit (None if unchanged): after every finished record, never past a pending one."""
+        offset = min(self.pending) if self.pending else self.fetched_to
+        return None if offset == self.committed or offset == 0 else offset
+
+
+@dataclass
+class _Slot:
+    """One running record; `partition` is re-pointed when a rebalance hands the record out again."""
+
+    partition: _Partition
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: "StepWorker") -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
 
 
 class StepWorker:
@@ -35,6 +96,7 @@ class StepWorker:
         *,
         task_queue: str | None = None,
         functions: Mapping[str, FunctionDefinition] | None = None,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
     ) -> None:
         self.settings = settings
         self.profile = profile
@@ -44,13 +106,18 @@ class StepWorker:
         self.topic = self.names.step_commands(self.task_queue)
         self._functions = functions if functions is not None else function_definitions()
         self._concurrency = settings.worker_concurrency
+        self._shutdown_grace_s = shutdown_grace_s
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="agentstream-step")
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._slots: dict[tuple[TopicPartition, int], _Slot] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._crashed: BaseException | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka_bootstrap
         consumer = AIOKafkaConsumer(
-            self.topic,
             bootstrap_servers=bootstrap,
             group_id=f"{self.settings.app_id}-worker-{self.task_queue}",
             enable_auto_commit=False,
@@ -58,6 +125,7 @@ class StepWorker:
             max_poll_records=self._concurrency,
             **self.profile.consumer_options(),
         )
+        consumer.subscribe([self.topic], listener=_Rebalance(self))
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **self.profile.producer_options())
         try:
             await producer.start()
@@ -66,22 +134,137 @@ class StepWorker:
             await consumer.stop()
             await producer.stop()
             raise unreachable(bootstrap, exc) from exc
+        self._consumer = consumer
         self.started.set()
-        log.info("worker started", extra={"topic": self.topic, "functions": sorted(self._functions)})
+        log.info("worker started", extra={"topic": self.topic, "functions": sorted(self._functions),
+                                          "concurrency": self._concurrency})
+        try:
+            await self._loop(consumer, producer, stop)
+        finally:
+            try:
+                await self._drain()
+                await self._commit(consumer)
+            finally:
+                self._consumer = None
+                await consumer.stop()
+                await producer.stop()
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
+        """Fetch into free slots, start a task per record, commit what is safe; until `stop`."""
+        stopping = asyncio.ensure_future(stop.wait())
+        last_poll = last_commit = time.monotonic()
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self._concurrency)
-                records = [r for batch in batches.values() for r in batch]
-                if records:
-                    await asyncio.gather(*(self._process(r, producer) for r in records))
-                    await producer.flush()
-                    await consumer.commit()
+                if self._crashed is not None:
+                    raise self._crashed
+                free = self._concurrency - len(self._running)
+                batches: dict[TopicPartition, list[ConsumerRecord]] = {}
+                if free > 0:
+                    if paused := consumer.paused():
+                        consumer.resume(*paused)
+                    batches = await consumer.getmany(timeout_ms=int(POLL_S * 1000), max_records=free)
+                    last_poll = time.monotonic()
+                elif time.monotonic() - last_poll >= KEEPALIVE_POLL_S:
+                    # No free slot, but a consumer that stops polling is dropped from its group:
+                    # poll with every partition paused, so nothing new is handed out.
+                    consumer.pause(*consumer.assignment())
+                    batches = await consumer.getmany(timeout_ms=0)
+                    last_poll = time.monotonic()
+                else:
+                    await asyncio.wait({*self._running, stopping}, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                # Records handed out despite the pause (a rebalance in between) run too: a
+                # record taken from the consumer must be run, or its offset never passes.
+                for tp, records in batches.items():
+                    for record in records:
+                        self._start(tp, record, producer)
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    await self._commit(consumer)
+                    last_commit = time.monotonic()
         finally:
-            await consumer.stop()
-            await producer.stop()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            stopping.cancel()
 
-    async def _process(self, record: ConsumerRecord, producer: AIOKafkaProducer) -> None:
+    def _start(self, tp: TopicPartition, record: ConsumerRecord, producer: AIOKafkaProducer) -> None:
+        partition = self._partitions.setdefault(tp, _Partition())
+        partition.fetched(record.offset)
+        if (slot := self._slots.get((tp, record.offset))) is not None:
+            # A rebalance gave this partition back and the record is handed out again while
+            # its step still runs here: adopt the running step instead of running it twice.
+            slot.partition = partition
+            return
+        slot = self._slots[(tp, record.offset)] = _Slot(partition)
+        task = asyncio.create_task(self._process(tp, record, slot, producer))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None and self._crashed is None:
+            self._crashed = exc  # the loop raises it: failing loudly beats stalling a partition
+
+    async def _drain(self) -> None:
+        """Let running steps finish for the grace period, then cancel the rest (left uncommitted)."""
+        if not self._running:
+            return
+        log.info("worker stopping", extra={"running": len(self._running), "grace_s": self._shutdown_grace_s})
+        _, late = await asyncio.wait(set(self._running), timeout=self._shutdown_grace_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("cancelled steps at shutdown; they will run again", extra={"cancelled": len(late)})
+            await asyncio.wait(late)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None) -> None:
+        """Commit the safe offset of every partition (or of `only`) that moved since its last commit."""
+        offsets = {
+            tp: offset
+            for tp, partition in self._partitions.items()
+            if (only is None or tp in only) and (offset := partition.safe_offset()) is not None
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on (rebalance): these partitions may belong to another worker,
+            # which resumes from the last offsets committed; some steps run again.
+            log.warning("offset commit rejected after a rebalance", extra={"error": str(exc)})
+            return
+        except KafkaError as exc:
+            log.warning("offset commit failed; retrying later", extra={"error": repr(exc)})
+            return
+        for tp, offset in offsets.items():
+            if (partition := self._partitions.get(tp)) is not None:
+                partition.committed = max(partition.committed or 0, offset)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before giving partitions up: commit what is safe, then stop tracking them.
+
+        Steps of revoked partitions still running finish and publish their result (a
+        duplicate if the new owner runs them too; the first one counts), but this
+        worker never commits their offsets: the partition belongs to the new owner.
+        If the partition comes back to this worker, `_start` adopts them instead.
+        """
+        consumer = self._consumer
+        if consumer is not None and revoked:
+            await self._commit(consumer, only=set(revoked))
+        for tp in revoked:
+            self._partitions.pop(tp, None)
+        if revoked:
+            log.info("partitions revoked", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in revoked)})
+
+    async def _process(
+        self, tp: TopicPartition, record: ConsumerRecord, slot: _Slot, producer: AIOKafkaProducer
+    ) -> None:
+        """Run one record and publish its outcome; its offset becomes committable once acknowledged."""
+        try:
+            await self._handle(record, producer)
+            # Not reached when cancelled (shutdown) or failed: the offset stays pending, uncommitted.
+            slot.partition.pending.discard(record.offset)
+        finally:
+            self._slots.pop((tp, record.offset), None)
+
+    async def _handle(self, record: ConsumerRecord, producer: AIOKafkaProducer) -> None:
         try:
             command = decode_step_command(record.value)
         except InvalidMessageError as exc:
@@ -95,14 +278,48 @@ class StepWorker:
                 value=record.value,
                 rejected_by=f"worker:{self.task_queue}",
             )
-            await producer.send(self.names.dead_letters, key=record.key, value=letter.to_bytes())
+            await self._publish(producer, self.names.dead_letters, record.key, letter.to_bytes())
             self.metrics.dead_letters.labels(exc.code).inc()
-            return
+        else:
+            await self._run_step(command, producer)
+
+    async def _run_step(self, command: StepCommand, producer: AIOKafkaProducer) -> None:
+        beat = self.metrics.heartbeats.labels(command.function).inc
         self.metrics.in_flight.inc()
         try:
-            result = await execute(command, self._functions, self._executor)
+            result = await execute(command, self._functions, self._executor, on_heartbeat=beat)
         finally:
             self.metrics.in_flight.dec()
         self.metrics.steps.labels(command.function, outcome_label(result)).inc()
         self.metrics.step_seconds.labels(command.function).observe(result.duration_s)
-        await producer.send(self.names.step_results, key=result.key, value=result.to_bytes())
+        if result.error is not None and not result.error.retryable:
+            log.info("step failed", extra={"function": command.function, "step_id": command.step_id,
+                                           "error_type": result.error.type})
+        try:
+            await self._publish(producer, self.names.step_results, result.key, result.to_bytes())
+        except KafkaError as exc:
+            # Typically an output too large for the broker: report the attempt as failed
+            # (same message ID) rather than re-running it forever.
+            log.error("could not publish a step result", extra={"step_id": command.step_id, "error": repr(exc)})
+            failed = StepResult(
+                **result.model_dump(exclude={"ok", "output", "error"}),
+                ok=False,
+                error=StepError(type="ResultNotPublished", message=f"the worker could not publish the result: {exc!r}",
+                                retryable=False),
+            )
+            await self._publish(producer, self.names.step_results, failed.key, failed.to_bytes())
+
+    async def _publish(self, producer: AIOKafkaProducer, topic: str, key: bytes | None, value: bytes) -> None:
+        """Send and wait for the broker's acknowledgement; retry transient errors until it comes."""
+        delay = 0.5
+        while True:
+            try:
+                delivery = await producer.send(topic, key=key, value=value)
+                await delivery
+                return
+            except KafkaError as exc:
+                if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+                    raise
+                log.warning("publish failed; retrying", extra={"topic": topic, "error": repr(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)

@@ -47,3 +47,28 @@ async def refuse(value: int) -> int:
 @function
 async def flaky(value: int) -> int:
     raise RetryableError("try later", retry_after=1.5)
+
+
+# --- step worker: per-record completion, heartbeats ----------------------------------------
+
+import asyncio  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from agentstream.agents import heartbeat  # noqa: E402
+
+
+@function
+async def wait_for_file(path: str) -> str:
+    """Blocks until `path` exists: tests hold a step open with it and release it on cue."""
+    while not Path(path).exists():
+        await asyncio.sleep(0.05)
+    return path
+
+
+@function
+async def heartbeating(beats: int) -> int:
+    """Runs `beats` x 0.1 s, calling heartbeat() each time: outlives a short heartbeat_timeout."""
+    for _ in range(beats):
+        heartbeat()
+        await asyncio.sleep(0.1)
+    return beats

@@ -12,16 +12,18 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentstream.streams.devstack import ManagedProcess
 from agentstream.topics import StepCommand, derived_message_id
 
-from conftest import Cluster, poll
+from conftest import PARTITIONS, Cluster, poll
 
 pytestmark = pytest.mark.integration
 
@@ -249,3 +251,191 @@ async def test_crashed_worker_is_replaced_and_every_command_gets_a_result(cluste
     ran = steps_total(await poll(lambda: scrape(second), timeout=10, what="worker2 metrics"))
     assert ran.get(("shout", "completed"), 0) >= len(after)
     assert ran.get(("double", "completed"), 0) >= 2
+
+
+# --- per-record completion, safe commits, heartbeats, shutdown, rebalance ----------------
+
+GROUP_SUFFIX = f"-worker-{QUEUE}"  # the worker's consumer group is f"{app_id}-worker-{queue}"
+
+
+async def send_located(cluster: Cluster, commands: list[StepCommand]) -> list[tuple[int, int]]:
+    """Produce `commands` in order; (partition, offset) of each, as acknowledged by the broker."""
+    producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, **cluster.profile.producer_options())
+    await producer.start()
+    try:
+        located = []
+        for command in commands:
+            delivery = await producer.send(cluster.names.step_commands(QUEUE), key=command.key, value=command.to_bytes())
+            metadata = await delivery
+            located.append((metadata.partition, metadata.offset))
+        return located
+    finally:
+        await producer.stop()
+
+
+async def committed(cluster: Cluster) -> dict[int, int]:
+    """The worker group's committed offset per partition of the step-commands topic."""
+    topic = cluster.names.step_commands(QUEUE)
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    await admin.start()
+    try:
+        # Partitions named explicitly: the embedded broker cannot answer "all partitions".
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        offsets = await admin.list_consumer_group_offsets(cluster.app_id + GROUP_SUFFIX, partitions=partitions)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+async def wait_committed(cluster: Cluster, check: Callable[[dict[int, int]], bool], what: str) -> dict[int, int]:
+    deadline = time.monotonic() + 30
+    last: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        last = await committed(cluster)
+        if check(last):
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"committed offsets: {what} not reached within 30s (last: {last})")
+
+
+async def end_offsets(cluster: Cluster) -> dict[int, int]:
+    """The next offset of every non-empty partition of the step-commands topic."""
+    topic = cluster.names.step_commands(QUEUE)
+    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: end for tp, end in ends.items() if end > 0}
+
+
+def in_flight(worker: ManagedProcess) -> float:
+    return scrape(worker)[("agentstream_worker_steps_in_flight", ())]
+
+
+async def test_a_blocked_step_holds_back_neither_later_results_nor_other_commits(cluster: Cluster) -> None:
+    worker = await start_worker(cluster)
+    gate = cluster.tmp / "gate"
+    # One agent, so one partition, in this order: the blocked step comes first.
+    blocked = make_command("agent-slow", "wait_for_file", str(gate), 1)
+    quick = [make_command("agent-slow", "double", 3, 2), make_command("agent-slow", "shout", "next", 3)]
+    located = await send_located(cluster, [blocked, *quick])
+    partition, blocked_offset = located[0]
+    assert {p for p, _ in located} == {partition}
+
+    # The quick steps' results come while the first step is still blocked on the file.
+    records = await read_records(cluster, cluster.names.step_results, results_for(quick))
+    assert blocked.step_id not in {r.value["step_id"] for r in records}
+    assert {r.value["step_id"]: r.value["output"] for r in records} == {quick[0].step_id: 6, quick[1].step_id: "NEXT"}
+    assert in_flight(worker) == 1
+
+    # Commits go on for other partitions, but never past the blocked record of its partition.
+    markers = [make_command(f"marker-{i}", "double", i, 1) for i in range(8)]
+    marked = [(p, o) for p, o in await send_located(cluster, markers) if p != partition]
+    assert marked, "all markers landed on the blocked partition"
+    await read_records(cluster, cluster.names.step_results, results_for(markers))
+    offsets = await wait_committed(
+        cluster, lambda c: all(c.get(p, -1) > o for p, o in marked), "markers on other partitions committed"
+    )
+    assert offsets.get(partition, blocked_offset) == blocked_offset
+
+    gate.touch()
+    records = await read_records(cluster, cluster.names.step_results, results_for([blocked]))
+    (result,) = [r.value for r in records if r.value["step_id"] == blocked.step_id]
+    assert (result["ok"], result["output"]) == (True, str(gate))
+    end = (await end_offsets(cluster))[partition]  # markers may have landed there too
+    await wait_committed(cluster, lambda c: c.get(partition) == end, f"blocked partition committed to its end {end}")
+
+
+async def test_heartbeat_and_schedule_to_start_through_the_worker(cluster: Cluster) -> None:
+    worker = await start_worker(cluster)
+    beating = make_command("agent-hb", "heartbeating", 10, 1, heartbeat_timeout_s=0.5)  # runs ~1 s
+    silent = make_command("agent-silent", "wait_for_file", str(cluster.tmp / "never"), 1, heartbeat_timeout_s=0.3)
+    stale = make_command(
+        "agent-stale", "double", 1, 1,
+        sent_at=datetime.now(timezone.utc) - timedelta(hours=1), schedule_to_start_timeout_s=10,
+    )
+    commands = [beating, silent, stale]
+    await send_commands(cluster, commands)
+    records = await read_records(cluster, cluster.names.step_results, results_for(commands))
+    by_step = {r.value["step_id"]: r.value for r in records}
+
+    assert (by_step[beating.step_id]["ok"], by_step[beating.step_id]["output"]) == (True, 10)
+    assert by_step[beating.step_id]["duration_s"] > 0.5
+    error = by_step[silent.step_id]["error"]
+    assert (error["type"], error["retryable"]) == ("HeartbeatTimeout", True)
+    error = by_step[stale.step_id]["error"]
+    assert (error["type"], error["retryable"]) == ("ScheduleToStartTimeout", False)
+
+    expected = {("heartbeating", "completed"): 1.0, ("wait_for_file", "timed_out"): 1.0, ("double", "expired"): 1.0}
+    await poll(lambda: steps_total(scrape(worker)) == expected, timeout=20, what=f"steps_total == {expected}")
+    metrics = scrape(worker)
+    assert metrics[("agentstream_worker_heartbeats_total", (("function", "heartbeating"),))] == 10
+
+
+async def test_shutdown_finishes_quick_steps_and_leaves_blocked_ones_uncommitted(cluster: Cluster) -> None:
+    first = await start_worker(cluster, "worker1")
+    gate = cluster.tmp / "gate"
+    finishing = make_command("agent-stop", "heartbeating", 15, 1)  # ~1.5 s: ends within the grace period
+    blocked = make_command("agent-stop", "wait_for_file", str(gate), 2)
+    located = await send_located(cluster, [finishing, blocked])
+    (partition, _), (_, blocked_offset) = located
+    assert located[1][0] == partition
+    await poll(lambda: in_flight(first) == 2, timeout=20, what="both steps running")
+
+    started = time.monotonic()
+    await asyncio.to_thread(first.stop, 30)  # SIGTERM, then wait for the process to exit
+    assert first.process is not None and first.process.returncode is not None
+    assert time.monotonic() - started < 15  # grace (5 s) for the blocked step, then cancelled
+
+    records = await read_records(cluster, cluster.names.step_results, results_for([finishing]))
+    assert blocked.step_id not in {r.value["step_id"] for r in records}  # cancelled, never reported
+    # Committed past the step that finished, not past the cancelled one.
+    assert (await committed(cluster)).get(partition) == blocked_offset
+
+    # A new worker runs the cancelled step again.
+    await start_worker(cluster, "worker2")
+    gate.touch()
+    records = await read_records(cluster, cluster.names.step_results, results_for([blocked]))
+    assert [r.value["ok"] for r in records if r.value["step_id"] == blocked.step_id] == [True]
+
+
+def completed(worker: ManagedProcess, function: str) -> float:
+    return steps_total(scrape(worker)).get((function, "completed"), 0.0)
+
+
+async def test_a_rebalance_hands_running_steps_over_without_losing_or_wedging_any(cluster: Cluster) -> None:
+    first = await start_worker(cluster, "worker1")
+    gate = cluster.tmp / "gate"
+    blocked = [make_command(f"rebalanced-{i}", "wait_for_file", str(gate), 1) for i in range(8)]
+    located = await send_located(cluster, blocked)
+    assert {p for p, _ in located} == set(range(PARTITIONS))  # whichever partitions worker1 keeps hold some
+    await poll(lambda: in_flight(first) == len(blocked), timeout=20, what="worker1 runs every blocked step")
+
+    # A second worker joins: the partitions it takes over resume from the committed
+    # offsets, i.e. before the steps worker1 is still running, so it runs them too.
+    second = await start_worker(cluster, "worker2")
+    await poll(lambda: in_flight(second) >= 1, timeout=30, what="worker2 takes over running steps")
+
+    gate.touch()
+    quick = [make_command(f"rebalanced-{i}", "double", i, 2) for i in range(8)]
+    await send_commands(cluster, quick)
+    records = await read_records(cluster, cluster.names.step_results, results_for([*blocked, *quick]))
+    assert all(r.value["ok"] for r in records)
+    outputs = {r.value["step_id"]: r.value["output"] for r in records if r.value["function"] == "double"}
+    assert outputs == {c.step_id: 2 * c.input for c in quick}  # type: ignore[operator]
+
+    # Both workers survived the rebalance, and every partition's commit reaches its end
+    # (nothing is left pending, by either worker).
+    assert first.process is not None and first.process.poll() is None
+    assert second.process is not None and second.process.poll() is None
+    ends = await end_offsets(cluster)
+    await wait_committed(cluster, lambda c: all(c.get(p, 0) == end for p, end in ends.items()), f"commits at {ends}")
+
+    # worker1 ran each blocked step once: the ones of partitions it got back were handed
+    # out again and adopted while still running, not started a second time.
+    await poll(lambda: completed(first, "wait_for_file") >= len(blocked), timeout=20, what="worker1's steps done")
+    assert completed(first, "wait_for_file") == len(blocked)
+    assert 1 <= completed(second, "wait_for_file") < len(blocked)
