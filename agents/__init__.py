@@ -14,6 +14,7 @@ from ._policy import RetryPolicy
 from .exceptions import (
     AgentContextError,
     AgentDefinitionError,
+    AgentFailedError,
     AgentNotFoundError,
     ApiUnavailableError,
     BrokerUnavailableError,
@@ -30,6 +31,7 @@ __all__ = [
     "AgentClient",
     "AgentContextError",
     "AgentDefinitionError",
+    "AgentFailedError",
     "AgentInfo",
     "AgentNotFoundError",
     "ApiUnavailableError",

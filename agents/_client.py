@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic_core import to_jsonable_python
 
 from agentstream.streams.broker.profile import detect_profile
 from agentstream.streams.kafka import producer as kafka_producer
 from agentstream.streams.settings import Settings
-from agentstream.topics import CancelAgent, Envelope, ScheduleAgent, SendEvent, TopicNames, run_id_for
+from agentstream.topics import (
+    AgentStatus,
+    AgentUpdate,
+    CancelAgent,
+    Envelope,
+    ScheduleAgent,
+    SendEvent,
+    TopicNames,
+    run_id_for,
+)
 
-from .exceptions import AgentNotFoundError, ApiUnavailableError
+from .exceptions import AgentFailedError, AgentNotFoundError, ApiUnavailableError, TimeoutError
+
+ENDED = {AgentStatus.COMPLETED.value, AgentStatus.FAILED.value, AgentStatus.CANCELLED.value}
 
 
 def _type_name(agent: str | type) -> str:
@@ -115,10 +131,71 @@ class AgentClient:
         await self._send(message)
         return message.message_id
 
-    async def cancel_agent(self, agent_id: str, reason: str | None = None, *, run_id: str | None = None) -> str:
-        message = CancelAgent(agent_id=agent_id, reason=reason, run_id=run_id)
+    async def cancel_agent(
+        self, agent_id: str, reason: str | None = None, *, run_id: str | None = None, cancel_children: bool = False
+    ) -> str:
+        """Stop an agent (and, with `cancel_children`, the children it started); returns the message ID."""
+        message = CancelAgent(agent_id=agent_id, reason=reason, run_id=run_id, cancel_children=cancel_children)
         await self._send(message)
         return message.message_id
+
+    async def get_agent_result(self, agent_id: str, timeout: float | timedelta | None = None) -> Any:
+        """Wait until the agent ends and return what its `run` returned.
+
+        Raises AgentFailedError if it failed or was cancelled, and agentstream's
+        TimeoutError if it is still running after `timeout` (seconds or timedelta).
+        """
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        deadline = None if seconds is None else time.monotonic() + seconds
+        pause = 0.05
+        while True:
+            try:
+                state = await self.get_agent_state(agent_id)
+            except AgentNotFoundError:
+                state = None  # the schedule may not be processed yet
+            if state is not None and state["status"] in ENDED:
+                if state["status"] == AgentStatus.COMPLETED.value:
+                    return state["result"]
+                raise AgentFailedError(
+                    f"agent {agent_id!r} {state['status']}: {state.get('error')}",
+                    agent_id=agent_id, status=state["status"], error=state.get("error"),
+                )
+            if deadline is not None and time.monotonic() + pause > deadline:
+                shown = state["status"] if state else "not found"
+                raise TimeoutError(f"agent {agent_id!r} did not end within {seconds}s (status: {shown})")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def agent_updates(self, agent_id: str, *, from_beginning: bool = True) -> AsyncIterator[AgentUpdate]:
+        """The agent's status changes as published on agent-updates, as they happen.
+
+        Reads only the partition that holds the agent's key. `from_beginning=False`
+        starts at the end of the topic. The iterator runs until you stop iterating.
+        """
+        topic = self.names.agent_updates
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # loads the cluster metadata
+            partitions = sorted(consumer.partitions_for_topic(topic) or [])
+            if not partitions:
+                raise AgentNotFoundError(f"topic {topic} does not exist; run `agentstream topics create`")
+            key = agent_id.encode()
+            partition = TopicPartition(topic, DefaultPartitioner()(key, partitions, partitions))
+            consumer.assign([partition])
+            if from_beginning:
+                await consumer.seek_to_beginning(partition)
+            else:
+                await consumer.seek_to_end(partition)
+            while True:
+                batches = await consumer.getmany(partition, timeout_ms=500)
+                for record in batches.get(partition, []):
+                    if record.key == key:
+                        yield AgentUpdate.model_validate_json(record.value)
+        finally:
+            await consumer.stop()
 
     async def get_agent_state(self, agent_id: str) -> dict[str, Any]:
         """The agent's record as its owning processor has it now."""

@@ -71,3 +71,13 @@ class TimeoutError(AgentstreamError, builtins.TimeoutError):  # noqa: A001 - the
 
     Also a builtin `TimeoutError`, so `except TimeoutError` catches it either way.
     """
+
+
+class AgentFailedError(AgentstreamError):
+    """`get_agent_result`: the agent ended without a result (failed or cancelled)."""
+
+    def __init__(self, message: str, *, agent_id: str, status: str, error: str | None) -> None:
+        super().__init__(message)
+        self.agent_id = agent_id
+        self.status = status
+        self.error = error

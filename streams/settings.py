@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     dedup_max_keys: int = Field(
         default=1000, ge=1, description="At most this many idempotency keys are remembered per agent."
     )
+    turn_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest a turn of agent code may run before the agent is parked as stuck."
+    )
+    continue_as_new_after: int = Field(
+        default=2000, ge=1, description="Journal length past which agent.should_continue_as_new() turns true."
+    )
     worker_concurrency: int = Field(default=16, ge=1, description="Steps a worker runs at once.")
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = Field(default="INFO")

@@ -117,18 +117,12 @@ async def _run_demo(stack: DevStack) -> dict[str, Any]:
         for name, payload in events:
             await client.send_agent_event(agent_id, name, payload)
         _progress(f"sent {len(events)} events: {', '.join(n for n, _ in events)}")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                state = await client.get_agent_state(agent_id)
-                if len(state["events"]) == len(events):
-                    return state
-            except Exception:  # not processed yet
-                if time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"the demo agent did not apply its events within 60s; logs in {stack.workdir}")
-            await asyncio.sleep(0.2)
+        try:
+            result = await client.get_agent_result(agent_id, timeout=60)
+        except TimeoutError as exc:
+            raise click.ClickException(f"{exc}; logs in {stack.workdir}") from exc
+        _progress(f"the agent ran its steps and returned {json.dumps(result)}")
+        return await client.get_agent_state(agent_id)
 
 
 @cli.command()

@@ -128,10 +128,10 @@ class DurableEngine:
                     f"input is for run {message.run_id} but agent {record.agent_id!r} runs {record.run_id}",  # type: ignore[union-attr]
                 ), live
             return TurnOutcome(record=record, ignored=True), live  # a result for an earlier run
+        if isinstance(message, CancelAgent):  # also ends a stuck agent: its code need not run
+            return self._cancel(record, message, now), None
         if record.status is AgentStatus.STUCK:
             return self._stuck_input(record, message, now)
-        if isinstance(message, CancelAgent):
-            return self._cancel(record, message, now), None
         if isinstance(message, SendEvent):
             return self._event(record, message, now, live)
         if isinstance(message, StepResult):
@@ -323,7 +323,10 @@ class DurableEngine:
             "(do blocking work in a step); the input is parked until the agent is fixed"
         )
         if record is None or record.status in TERMINAL:
-            return TurnOutcome.rejected(record, "turn_timeout", reason)
+            outcome = TurnOutcome.rejected(record, "turn_timeout", reason)
+            if isinstance(message, ScheduleAgent) and message.parent is not None:
+                outcome.messages.append(TurnWriter.child_failed_to_start(message, reason))
+            return outcome
         outcome = self._park(record.evolve(parked=[*record.parked, _parkable(message)]), now, TimeoutError(reason))
         outcome.facts.blocked = True
         return outcome

@@ -279,7 +279,7 @@ class LiveAgent(AgentRuntime):
         if outcome is None:
             seq = self._take_seq()
             identity = self.identity
-            child_id = agent_id or f"{identity.agent_id}/child-{identity.run_id[:8]}-{seq}"
+            child_id = agent_id or f"{identity.agent_id}-child{seq}-{identity.run_id[:6]}"
             message_id = derived_message_id(identity.run_id, f"child:{seq}")
             call = ChildCall(seq, agent_type, child_id, agent_input, wait, message_id)
             if not wait:

@@ -17,7 +17,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
-from agentstream.topics import TopicNames
+from agentstream.topics import AgentStatus, TimerFired, TopicNames
 
 from ..broker.profile import BrokerProfile
 from ..engine import DurableEngine, Engine, EngineConfig
@@ -25,6 +25,7 @@ from ..logs import logging_config
 from ..settings import Settings
 from .handler import DedupPolicy, InputHandler
 from .metrics import ProcessorMetrics
+from .timers import TimerIndex, TimerService
 from .web import register_views
 
 TABLE_NAME = "agents"
@@ -115,6 +116,7 @@ def create_processor(
         advertise_host = http_host if http_host not in ("0.0.0.0", "::") else socket.gethostname()
     names = TopicNames(settings.topic_prefix)
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
+    profile.apply_to_faust()
     app = faust.App(
         settings.app_id,
         broker=brokers,
@@ -138,9 +140,16 @@ def create_processor(
     metrics.build.info({"version": package_version(), "embedded_broker": str(profile.embedded).lower()})
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="agentstream_faust")
 
+    engine = engine or DurableEngine(EngineConfig(
+        task_queue=settings.task_queue,
+        turn_timeout_s=settings.turn_timeout_seconds,
+        continue_as_new_after=settings.continue_as_new_after,
+    ))
+    timer_index = TimerIndex()
     handler = InputHandler(
+        timers=timer_index,
         names=names,
-        engine=engine or DurableEngine(EngineConfig(task_queue=settings.task_queue)),
+        engine=engine,
         store=FaustTableStore(table),
         publisher=FaustPublisher(app),
         metrics=metrics,
@@ -150,6 +159,9 @@ def create_processor(
     processor = Processor(app, table, handler, metrics, registry, names)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)
     metrics.ready.set_function(lambda: 1.0 if processor.is_ready() else 0.0)
+    metrics.pending_timers.set_function(timer_index.pending_timers)
+    for status in AgentStatus:
+        metrics.agents.labels(status.value).set_function(lambda s=status.value: timer_index.agents_by_status()[s])
 
     inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes)
 
@@ -158,6 +170,29 @@ def create_processor(
         async for event in stream.events():
             message = event.message
             await handler.handle(message.topic, message.partition, message.offset, event.key, event.value)
+
+    publisher = FaustPublisher(app)
+
+    async def send_timer(fired: TimerFired) -> None:
+        await publisher.publish(names.agent_events, fired.key, fired.to_bytes())
+
+    def owned_partitions() -> frozenset[object] | None:
+        if not processor.is_ready():
+            return None
+        return frozenset(tp for tp in app.consumer.assignment() if tp.topic == names.agent_events)
+
+    timers = TimerService(
+        timer_index,
+        read=table.get,
+        scan=lambda: (value for _, value in table.items()),
+        assignment=owned_partitions,
+        send=send_timer,
+        on_fire=metrics.timers_fired.inc,
+    )
+
+    @app.task
+    async def fire_timers() -> None:
+        await timers.run_forever()
 
     register_views(processor)
     return processor

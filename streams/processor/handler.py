@@ -23,6 +23,7 @@ from agentstream.topics import (
 
 from ..engine import AgentRecord, Engine, TurnOutcome
 from .metrics import ProcessorMetrics
+from .timers import TimerIndex
 
 log = logging.getLogger("agentstream.processor")
 
@@ -55,6 +56,7 @@ class InputHandler:
         metrics: ProcessorMetrics,
         dedup: DedupPolicy,
         identity: str,
+        timers: TimerIndex | None = None,
     ) -> None:
         self._names = names
         self._engine = engine
@@ -63,6 +65,7 @@ class InputHandler:
         self._metrics = metrics
         self._dedup = dedup
         self._identity = identity
+        self.timers = timers or TimerIndex()
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
@@ -112,6 +115,7 @@ class InputHandler:
             if record is not None:
                 record.delivery.mark_offset(source, offset)
                 self._store.set(key, record.to_bytes())
+            await self._publish_messages(turn)
             return await self._dead_letter(turn.rejection.code, turn.rejection.reason, *where)
 
         new = turn.record
@@ -126,7 +130,36 @@ class InputHandler:
             self._metrics.status_changes.labels(update.status.value).inc()
         for command in turn.commands:
             await self._publisher.publish(self._names.step_commands(command.task_queue), command.key, command.to_bytes())
+        await self._publish_messages(turn)
+        self.timers.track_record(new)
+        if not turn.ignored:
+            self._observe(message.kind, turn)
         return "ignored" if turn.ignored else "applied"
+
+    async def _publish_messages(self, turn: TurnOutcome) -> None:
+        """Records for agent-events: children to start or cancel, results for parents."""
+        for message in turn.messages:
+            await self._publisher.publish(self._names.agent_events, message.key, message.to_bytes())
+
+    def _observe(self, kind: str, turn: TurnOutcome) -> None:
+        metrics, facts = self._metrics, turn.facts
+        metrics.turns.labels(kind).inc()
+        metrics.journal_length.observe(facts.journal_length)
+        metrics.steps_dispatched.inc(len(turn.commands))
+        for step in facts.steps:
+            metrics.steps.labels(step.function, step.outcome).inc()
+            if step.outcome == "retried":
+                metrics.step_retries.labels(step.function).inc()
+            else:
+                metrics.step_seconds.labels(step.function).observe(step.seconds)
+        if facts.compacted:
+            metrics.compactions.inc()
+        if facts.compaction_refused:
+            metrics.compactions_refused.inc()
+        if facts.nondeterminism:
+            metrics.nondeterminism.inc()
+        if facts.blocked:
+            metrics.blocked_turns.inc()
 
     async def _dead_letter(
         self, code: str, reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None

@@ -21,6 +21,19 @@ class ProcessorMetrics:
     assigned_partitions: Gauge
     ready: Gauge
     build: Info
+    turns: Counter
+    journal_length: Histogram
+    steps: Counter
+    step_seconds: Histogram
+    step_retries: Counter
+    steps_dispatched: Counter
+    pending_timers: Gauge
+    timers_fired: Counter
+    compactions: Counter
+    compactions_refused: Counter
+    agents: Gauge
+    nondeterminism: Counter
+    blocked_turns: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "ProcessorMetrics":
@@ -66,4 +79,74 @@ class ProcessorMetrics:
                 registry=registry,
             ),
             build=Info("agentstream_build", "agentstream version of this process.", registry=registry),
+            turns=Counter(
+                "agentstream_turns",
+                "Turns run by the engine (inputs that changed an agent), by input kind "
+                "(schedule, event, cancel, step_result, timer, child_result).",
+                ["kind"],
+                registry=registry,
+            ),
+            journal_length=Histogram(
+                "agentstream_journal_length",
+                "Journal entries an agent holds after a turn (what a replay would have to redo).",
+                buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+                registry=registry,
+            ),
+            steps=Counter(
+                "agentstream_steps",
+                "Step attempt outcomes seen by agents, by function and outcome (completed, retried, failed, timed_out).",
+                ["function", "outcome"],
+                registry=registry,
+            ),
+            step_seconds=Histogram(
+                "agentstream_step_duration_seconds",
+                "Time from a step's first schedule to its final outcome, retries included.",
+                ["function"],
+                registry=registry,
+            ),
+            step_retries=Counter(
+                "agentstream_step_retries",
+                "Failed step attempts that are retried after a backoff, by function.",
+                ["function"],
+                registry=registry,
+            ),
+            steps_dispatched=Counter(
+                "agentstream_step_commands_sent",
+                "Step commands sent to workers (first attempts and retries).",
+                registry=registry,
+            ),
+            pending_timers=Gauge(
+                "agentstream_pending_timers",
+                "Durable timers pending in the agents this processor owns.",
+                registry=registry,
+            ),
+            timers_fired=Counter(
+                "agentstream_timers_fired", "Timer records sent for due durable timers.", registry=registry
+            ),
+            compactions=Counter(
+                "agentstream_compactions",
+                "Journals replaced by a snapshot of the agent's fields after a quiescent turn.",
+                registry=registry,
+            ),
+            compactions_refused=Counter(
+                "agentstream_compactions_refused",
+                "Quiescent turns after which compaction was refused (restarting run would redo work or change a field).",
+                registry=registry,
+            ),
+            agents=Gauge(
+                "agentstream_agents",
+                "Agents this processor owns, by status (running, completed, failed, cancelled, stuck).",
+                ["status"],
+                registry=registry,
+            ),
+            nondeterminism=Counter(
+                "agentstream_nondeterminism_errors",
+                "Replays that diverged from the journal; each parks its agent with status stuck.",
+                registry=registry,
+            ),
+            blocked_turns=Counter(
+                "agentstream_blocked_turns",
+                "Turns stopped by the turn time limit because agent code blocked the event loop.",
+                registry=registry,
+            ),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from agentstream.agents import RetryableError, TerminalError, agent, function
+from agentstream.agents import RetryableError, TerminalError, agent, condition, function
 
 
 class Note(BaseModel):
@@ -25,7 +25,7 @@ class Recorder:
 
     @agent.run
     async def run(self) -> None:
-        pass
+        await condition(lambda: False)  # lives until cancelled: it only records notes
 
 
 @function

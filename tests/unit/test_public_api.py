@@ -13,6 +13,7 @@ AGENTS_ALL = [
     "AgentClient",
     "AgentContextError",
     "AgentDefinitionError",
+    "AgentFailedError",
     "AgentInfo",
     "AgentNotFoundError",
     "ApiUnavailableError",
