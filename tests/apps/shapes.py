@@ -183,6 +183,11 @@ class Doubler:
         return await agent.step(function=add_one, function_input=value * 2)
 
 
+class Plan(BaseModel):
+    rounds: int
+    pause_ms: int = 300
+
+
 @agent.defn()
 class Workload:
     """The crash suite's agent: steps, durable timers and children, then waits for `finish`."""
@@ -197,14 +202,14 @@ class Workload:
         self.finish = True
 
     @agent.run
-    async def run(self, rounds: int) -> dict[str, Any]:
-        for round_ in range(rounds):
+    async def run(self, plan: Plan) -> dict[str, Any]:
+        for round_ in range(plan.rounds):
             self.total = await agent.step(
                 function=add_one, function_input=self.total, start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
             )
             self.applied.append(f"step{round_}={self.total}")
-            await agent.sleep(timedelta(milliseconds=300))
+            await agent.sleep(timedelta(milliseconds=plan.pause_ms))
             if round_ % 3 == 2:
                 doubled = await agent.child_execute(agent=Doubler, agent_input=self.total)
                 self.applied.append(f"child{round_}={doubled}")
