@@ -2,7 +2,7 @@
 
 import builtins
 
-from agentstream.streams.exceptions import BrokerUnavailableError
+from agentstream.streams.exceptions import BrokerUnavailableError as BrokerUnavailableError
 from agentstream.topics.exceptions import AgentstreamError
 
 

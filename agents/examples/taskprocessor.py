@@ -1,5 +1,5 @@
 """An example agent in the Restack shape: configuration and tasks arrive as events,
-`run` works through the tasks with a durable step each, and `end` stops it.
+`run` works through the tasks with a durable step each, and `shutdown` stops it.
 
 Run it with `agentstream dev --app examples.taskprocessor` (or `agentstream demo`).
 """
@@ -53,7 +53,7 @@ class TaskProcessor:
         return len(self.tasks)
 
     @agent.event
-    async def end(self) -> bool:
+    async def shutdown(self) -> bool:
         self.end = True
         return True
 

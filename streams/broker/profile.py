@@ -83,7 +83,7 @@ class BrokerProfile:
             return consumer
 
         create_with_short_fetch_wait.agentstream_fetch_max_wait_ms = wait_ms  # type: ignore[attr-defined]
-        AIOKafkaConsumerThread._create_worker_consumer = create_with_short_fetch_wait  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._create_worker_consumer = create_with_short_fetch_wait  # type: ignore[method-assign,assignment]
 
     def faust_options(self) -> dict[str, Any]:
         """Keyword arguments for `faust.App` (Faust's own settings names)."""

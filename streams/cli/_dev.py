@@ -112,7 +112,7 @@ async def _run_demo(stack: DevStack) -> dict[str, Any]:
             ("configure", {"max_retries": 5}),
             ("add_task", {"id": "task-001", "action": "process"}),
             ("add_task", {"id": "task-002", "action": "review"}),
-            ("end", None),
+            ("shutdown", None),
         ]
         for name, payload in events:
             await client.send_agent_event(agent_id, name, payload)

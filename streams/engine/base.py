@@ -74,6 +74,10 @@ class TurnOutcome:
 
 
 class Engine(Protocol):
+    def pending_outputs(self, record: AgentRecord) -> TurnOutcome:
+        """The records `record` expects to have been sent, to send again after a crash."""
+        ...
+
     async def apply(self, record: AgentRecord | None, message: Input, now: datetime) -> TurnOutcome:
         """Apply `message` to `record` (None if the agent has no record yet).
 

@@ -37,12 +37,12 @@ from .base import Input, TurnFacts, TurnOutcome
 from .record import AgentRecord, Base, Delivery, JournalEntry, Outcome, Seed
 from .replay import deliver, identity_of, replay
 from .runtime import LiveAgent, Mode
-from .turn import TurnWriter, status_update
+from .turn import TurnWriter, child_schedule, report_to_parent, status_update
 
 log = logging.getLogger("agentstream.engine")
 
 TERMINAL = {AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED}
-_input_adapter: TypeAdapter[Input] = TypeAdapter(Input)  # type: ignore[arg-type]
+_input_adapter: TypeAdapter[Input] = TypeAdapter(Input)
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,23 @@ class DurableEngine:
                 self._cache.popitem(last=False)
         return outcome
 
+    def pending_outputs(self, record: AgentRecord) -> TurnOutcome:
+        """What the record still expects to have been sent: step commands in flight, child
+        schedules, the report to a parent. Sent again when a crash may have lost them
+        (the record was saved, the records it produced were not); all are idempotent."""
+        outcome = TurnOutcome(record=record)
+        if record.status in TERMINAL:
+            if record.parent is not None:
+                outcome.messages.append(report_to_parent(record))
+            return outcome
+        for step in record.steps.values():
+            if f"retry:{step.seq}" not in record.timers:
+                outcome.commands.append(steps.command_for(record, step))
+        for seq, child in record.children.items():
+            if not child.done and child.message_id:
+                outcome.messages.append(child_schedule(record, int(seq), child))
+        return outcome
+
     def forget(self, agent_id: str) -> None:
         self._cache.pop(agent_id, None)
 
@@ -121,11 +138,11 @@ class DurableEngine:
                     record, "agent_not_running", f"agent {record.agent_id!r} is {record.status.value}; it takes no more inputs"
                 ), None
             return TurnOutcome(record=record, ignored=True), None
-        if message.run_id not in (None, record.run_id):  # type: ignore[union-attr]
+        if message.run_id not in (None, record.run_id):
             if user_input:
                 return TurnOutcome.rejected(
                     record, "run_mismatch",
-                    f"input is for run {message.run_id} but agent {record.agent_id!r} runs {record.run_id}",  # type: ignore[union-attr]
+                    f"input is for run {message.run_id} but agent {record.agent_id!r} runs {record.run_id}",
                 ), live
             return TurnOutcome(record=record, ignored=True), live  # a result for an earlier run
         if isinstance(message, CancelAgent):  # also ends a stuck agent: its code need not run
@@ -152,6 +169,8 @@ class DurableEngine:
                 outcome.messages.append(TurnWriter.child_failed_to_start(message, reason))
             return outcome, None
 
+        if record is not None and record.run_id == run_id_for(message.message_id):
+            return TurnOutcome(record=record, ignored=True), None  # this very schedule, sent again
         if record is not None and record.status not in TERMINAL:
             return reject(
                 "already_running",

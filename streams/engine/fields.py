@@ -67,7 +67,7 @@ def _adapters(cls: type) -> dict[str, TypeAdapter[Any]]:
 def make_instance(cls: type, fields: dict[str, Any] | None) -> Any:
     if fields is None:
         return cls()
-    instance = object.__new__(cls)
+    instance: Any = object.__new__(cls)
     adapters = _adapters(cls)
     restored = {}
     for name, value in fields.items():

@@ -71,7 +71,7 @@ class AgentLoop(asyncio.AbstractEventLoop):
     def time(self) -> float:
         return self._now
 
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self, callback: Callable[..., Any], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
@@ -132,5 +132,5 @@ class AgentLoop(asyncio.AbstractEventLoop):
     def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> asyncio.Handle:  # type: ignore[override]
         raise RuntimeError("agent code cannot use threads; run blocking work in a step")
 
-    def run_in_executor(self, *args: Any, **kwargs: Any) -> Any:
+    def run_in_executor(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         raise RuntimeError("agent code cannot use executors; run blocking work in a step")

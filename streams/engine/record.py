@@ -116,6 +116,8 @@ class ChildState(BaseModel):
     agent_id: str
     run_id: str
     agent_type: str
+    input: JsonValue = None
+    message_id: str = ""  # of its schedule record, to send it again after a crash
     awaited: bool
     done: bool = False
 

@@ -63,7 +63,7 @@ class LiveAgent(AgentRuntime):
         self.identity = identity
         self.mode = mode
         self.continue_as_new_after = continue_as_new_after
-        self.loop = AgentLoop(self)
+        self.loop = AgentLoop(self)  # type: ignore[abstract]  # only what asyncio tasks use is needed
         self.instance = make_instance(definition.cls, fields)
         self.next_seq = next_seq
         self.draws = draws

@@ -46,6 +46,29 @@ def status_update(record: AgentRecord, previous: AgentStatus | None, cause: str,
     )
 
 
+def child_schedule(record: AgentRecord, seq: int, child: ChildState) -> ScheduleAgent:
+    return ScheduleAgent(
+        message_id=child.message_id, agent_id=child.agent_id, agent_type=child.agent_type, input=child.input,
+        parent=ParentRef(agent_id=record.agent_id, run_id=record.run_id, seq=seq),
+    )
+
+
+def report_to_parent(record: AgentRecord) -> ChildCompleted:
+    parent = record.parent
+    assert parent is not None
+    return ChildCompleted(
+        message_id=derived_message_id(record.run_id, "child-result"),
+        agent_id=parent.agent_id,
+        run_id=parent.run_id,
+        seq=parent.seq,
+        child_id=record.agent_id,
+        child_run_id=record.run_id,
+        status=record.status,
+        result=record.result,
+        error=record.error,
+    )
+
+
 class TurnWriter:
     """Collects the new record and the records to publish for one turn."""
 
@@ -116,7 +139,7 @@ class TurnWriter:
 
     def _settle(self, live: LiveAgent) -> tuple[TurnOutcome, LiveAgent | None]:
         record = self.record
-        current: LiveAgent | None = live
+        current = live
         for _ in range(MAX_RESTARTS_PER_TURN):
             try:
                 record.fields = current.snapshot_fields()
@@ -211,14 +234,12 @@ class TurnWriter:
             elif isinstance(command, TimerCall):
                 record.timers[f"t:{command.seq}"] = utc(command.fire_at)
             elif isinstance(command, ChildCall):
-                record.children[str(command.seq)] = ChildState(
-                    agent_id=command.agent_id, run_id=run_id_for(command.message_id),
-                    agent_type=command.agent_type, awaited=command.wait,
+                child = ChildState(
+                    agent_id=command.agent_id, run_id=run_id_for(command.message_id), agent_type=command.agent_type,
+                    input=command.input, message_id=command.message_id, awaited=command.wait,
                 )
-                self.messages.append(ScheduleAgent(
-                    message_id=command.message_id, agent_id=command.agent_id, agent_type=command.agent_type,
-                    input=command.input, parent=ParentRef(agent_id=record.agent_id, run_id=record.run_id, seq=command.seq),
-                ))
+                record.children[str(command.seq)] = child
+                self.messages.append(child_schedule(record, command.seq, child))
             elif isinstance(command, Cancel):
                 steps.forget_step(record, command.seq)
                 record.timers.pop(f"t:{command.seq}", None)
@@ -234,17 +255,7 @@ class TurnWriter:
         record.updated_at = self.now
         self.updates.append(status_update(record, previous, self.cause, self.now))
         if record.parent is not None:
-            self.messages.append(ChildCompleted(
-                message_id=derived_message_id(record.run_id, "child-result"),
-                agent_id=record.parent.agent_id,
-                run_id=record.parent.run_id,
-                seq=record.parent.seq,
-                child_id=record.agent_id,
-                child_run_id=record.run_id,
-                status=status,
-                result=result,
-                error=error,
-            ))
+            self.messages.append(report_to_parent(record))
         if cancel_children:
             for child in record.children.values():
                 if not child.done:

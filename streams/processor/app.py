@@ -9,6 +9,7 @@ or a rebalance.
 from __future__ import annotations
 
 import socket
+from functools import partial
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -58,10 +59,10 @@ class FaustPublisher:
         self._app = app
         self._topics: dict[str, Any] = {}
 
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Any:
         if topic not in self._topics:
             self._topics[topic] = self._app.topic(topic, key_type=bytes, value_type=bytes)
-        await self._topics[topic].send(key=key, value=value)
+        return await self._topics[topic].send(key=key, value=value)  # a future: acked by the broker
 
 
 @dataclass
@@ -94,6 +95,10 @@ class Processor:
         except Exception:
             return 0
         return sum(1 for tp in assignment if tp.topic == self.names.agent_events)
+
+
+def _count_of(index: TimerIndex, status: str) -> float:
+    return float(index.agents_by_status()[status])
 
 
 def create_processor(
@@ -161,7 +166,7 @@ def create_processor(
     metrics.ready.set_function(lambda: 1.0 if processor.is_ready() else 0.0)
     metrics.pending_timers.set_function(timer_index.pending_timers)
     for status in AgentStatus:
-        metrics.agents.labels(status.value).set_function(lambda s=status.value: timer_index.agents_by_status()[s])
+        metrics.agents.labels(status.value).set_function(partial(_count_of, timer_index, status.value))
 
     inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes)
 
@@ -190,7 +195,7 @@ def create_processor(
         on_fire=metrics.timers_fired.inc,
     )
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def fire_timers() -> None:
         await timers.run_forever()
 

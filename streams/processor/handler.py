@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentstream.topics import (
     DeadLetter,
@@ -36,7 +36,9 @@ class RecordStore(Protocol):
 
 
 class Publisher(Protocol):
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        """Queue a record; may return an awaitable that resolves once the broker has it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,21 @@ class InputHandler:
         self._identity = identity
         self.timers = timers or TimerIndex()
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
+        self._resent: set[bytes] = set()
+        self._in_flight: list[Any] = []
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
         """Process one record; returns the outcome label (also counted in metrics)."""
         started = time.perf_counter()
-        outcome = await self._handle(topic, partition, offset, key, value)
+        try:
+            outcome = await self._handle(topic, partition, offset, key, value)
+        finally:
+            # The input counts as done (its offset may be committed) only once what it
+            # produced is on the broker: a crash can then lose a turn's outputs only
+            # together with the input, which is redelivered.
+            pending, self._in_flight = self._in_flight, []
+            for delivery in pending:
+                await delivery
         self._metrics.inputs.labels(self._sources.get(topic, topic), outcome).inc()
         self._metrics.turn_seconds.observe(time.perf_counter() - started)
         return outcome
@@ -99,8 +111,12 @@ class InputHandler:
         record = AgentRecord.from_bytes(stored) if stored else None
         if record is not None and record.delivery.is_redelivery(source, offset):
             # Re-written so the changelog holds it even if the crash that caused the
-            # redelivery lost the previous write.
+            # redelivery lost the previous write; and what the record still expects to
+            # have been sent is sent again, in case the crash lost it (all idempotent).
             self._store.set(key, stored)  # type: ignore[arg-type]
+            if key not in self._resent:
+                self._resent.add(key)
+                await self._publish_outputs(self._engine.pending_outputs(record))
             return "duplicate"
         dedup_key = getattr(message, "idempotency_key", None) or message.message_id
         if record is not None:
@@ -115,7 +131,7 @@ class InputHandler:
             if record is not None:
                 record.delivery.mark_offset(source, offset)
                 self._store.set(key, record.to_bytes())
-            await self._publish_messages(turn)
+            await self._publish_outputs(turn)
             return await self._dead_letter(turn.rejection.code, turn.rejection.reason, *where)
 
         new = turn.record
@@ -125,21 +141,26 @@ class InputHandler:
             new.inputs_applied += 1
         self._store.set(key, new.to_bytes())
         for update in turn.updates:
-            await self._publisher.publish(self._names.agent_updates, update.key, update.to_bytes())
+            await self._send(self._names.agent_updates, update.key, update.to_bytes())
             self._metrics.updates_published.inc()
             self._metrics.status_changes.labels(update.status.value).inc()
-        for command in turn.commands:
-            await self._publisher.publish(self._names.step_commands(command.task_queue), command.key, command.to_bytes())
-        await self._publish_messages(turn)
+        await self._publish_outputs(turn)
         self.timers.track_record(new)
         if not turn.ignored:
-            self._observe(message.kind, turn)
+            self._observe(str(getattr(message, "kind", "unknown")), turn)
         return "ignored" if turn.ignored else "applied"
 
-    async def _publish_messages(self, turn: TurnOutcome) -> None:
-        """Records for agent-events: children to start or cancel, results for parents."""
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        delivery = await self._publisher.publish(topic, key, value)
+        if delivery is not None:
+            self._in_flight.append(delivery)
+
+    async def _publish_outputs(self, turn: TurnOutcome) -> None:
+        """Step commands, and records for agent-events: children to start or cancel, parents' results."""
+        for command in turn.commands:
+            await self._send(self._names.step_commands(command.task_queue), command.key, command.to_bytes())
         for message in turn.messages:
-            await self._publisher.publish(self._names.agent_events, message.key, message.to_bytes())
+            await self._send(self._names.agent_events, message.key, message.to_bytes())
 
     def _observe(self, kind: str, turn: TurnOutcome) -> None:
         metrics, facts = self._metrics, turn.facts
@@ -174,7 +195,7 @@ class InputHandler:
             value=value,
             rejected_by=self._identity,
         )
-        await self._publisher.publish(self._names.dead_letters, key, letter.to_bytes())
+        await self._send(self._names.dead_letters, key, letter.to_bytes())
         self._metrics.dead_letters.labels(code).inc()
         log.warning(
             "record dead-lettered",

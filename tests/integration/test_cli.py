@@ -560,6 +560,6 @@ def test_demo_prints_the_agent_state_and_exits(tmp_path: Path) -> None:
     state = json_object_in(stdout)
     assert state["agent_id"] == "demo-taskprocessor", state
     assert len(state["events"]) == 4, state["events"]
-    assert [e["name"] for e in state["events"]] == ["configure", "add_task", "add_task", "end"]
+    assert [e["name"] for e in state["events"]] == ["configure", "add_task", "add_task", "shutdown"]
     assert re.search(r"^metrics: http://\S+:\d+/metrics$", stdout, re.M), stdout
     assert "Traceback" not in result.output
