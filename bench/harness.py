@@ -1,0 +1,179 @@
+"""What every measurement shares: the broker, private topic slices, spawned components.
+
+Each measurement gets its own topic prefix and consumer group (a `Slice`), so one
+measurement's leftovers never count in another's numbers, and every process spawned
+through the `Bench` is killed when the run ends, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agentstream.agents import AgentClient
+from agentstream.streams.broker import BrokerProfile
+from agentstream.streams.devstack import ManagedProcess, component
+from agentstream.streams.kafka import ensure_topics
+from agentstream.streams.settings import Settings
+from agentstream.topics import TopicNames
+
+BENCH_DIR = Path(__file__).resolve().parent
+APP = "agents"  # bench/agents.py, loaded with --app-dir bench
+PARTITIONS = 4
+
+
+@dataclass
+class Row:
+    """One line of the printed table."""
+
+    measurement: str
+    value: str
+    unit: str
+    notes: str = ""
+
+
+@dataclass
+class Slice:
+    """One measurement's private topics (own prefix) and processor consumer group."""
+
+    bench: "Bench"
+    prefix: str
+    app_id: str
+
+    @property
+    def names(self) -> TopicNames:
+        return TopicNames(self.prefix)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AGENTSTREAM_TOPIC_PREFIX": self.prefix,
+            "AGENTSTREAM_APP_ID": self.app_id,
+            "AGENTSTREAM_LOG_LEVEL": "WARNING",
+        }
+
+    def processor(self, name: str = "processor", data_dir: Path | None = None) -> ManagedProcess:
+        """A started processor on this slice; `data_dir` lets a restart find its RocksDB state."""
+        state = str(data_dir or self.bench.workdir / f"{self.prefix}{name}-state")
+        return self.bench.spawn("processor", name=f"{self.prefix}{name}",
+                                env={**self.env, "AGENTSTREAM_DATA_DIR": state})
+
+    def worker(self, name: str = "worker") -> ManagedProcess:
+        return self.bench.spawn("worker", name=f"{self.prefix}{name}", env=self.env)
+
+    def client(self, api_url: str) -> AgentClient:
+        return AgentClient(Settings(kafka_bootstrap=self.bench.bootstrap, topic_prefix=self.prefix, api_url=api_url))
+
+    async def produce(self, records: Iterable[tuple[bytes, bytes]]) -> float:
+        """Send all records to agent-events as fast as the producer allows; returns seconds until flushed."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bench.bootstrap, **self.bench.profile.producer_options())
+        await producer.start()
+        try:
+            started = time.perf_counter()
+            for key, value in records:
+                await producer.send(self.names.agent_events, key=key, value=value)
+            await producer.flush()
+            return time.perf_counter() - started
+        finally:
+            await producer.stop()
+
+
+@dataclass
+class Bench:
+    """One benchmark run: the broker, its profile, a work folder, and every process spawned."""
+
+    bootstrap: str
+    profile: BrokerProfile
+    workdir: Path
+    quick: bool
+    processes: list[ManagedProcess] = field(default_factory=list)
+    rates: dict[str, float] = field(default_factory=dict)  # for ratios between measurements
+    failed: bool = False
+
+    async def slice(self, label: str) -> Slice:
+        suffix = uuid.uuid4().hex[:6]
+        created = Slice(self, f"bench-{label}-{suffix}.", f"bench-{label}-{suffix}")
+        await ensure_topics(self.bootstrap, created.names.specs(PARTITIONS, task_queues=("restack",)))
+        return created
+
+    def spawn(self, command: str, *, name: str, env: dict[str, str]) -> ManagedProcess:
+        process = component(command, self.bootstrap, APP, log_dir=self.workdir, app_dir=BENCH_DIR, env=env, name=name)
+        self.track(process)
+        return process.start()
+
+    def track(self, process: ManagedProcess) -> None:
+        self.processes.append(process)
+
+    async def ready(self, *processes: ManagedProcess, timeout: float = 90.0) -> None:
+        await asyncio.gather(*(asyncio.to_thread(p.wait_ready, timeout) for p in processes))
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            process.kill()
+        self.processes.clear()
+
+
+def fetch(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """(HTTP status, body); status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """Sum of the samples of metric `name` at `url`/metrics whose labels include `labels`; 0 if none."""
+    _, body = fetch(f"{url}/metrics")
+    total = 0.0
+    for line in body.decode(errors="replace").splitlines():
+        sample, _, value = line.rpartition(" ")
+        sample_name, _, label_text = sample.partition("{")
+        if sample_name != name or line.startswith("#"):
+            continue
+        found = dict(part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part)
+        if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def agent_state(url: str, agent_id: str) -> dict[str, Any] | None:
+    status, body = fetch(f"{url}/agents/{agent_id}")
+    return json.loads(body) if status == 200 else None
+
+
+async def wait_until(check: Callable[[], Any], what: str, timeout: float = 120.0, interval: float = 0.05) -> Any:
+    """Call the blocking `check` (off the loop) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(check)
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"{what}: not reached within {timeout}s (last: {last!r})")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation): honest for small samples."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

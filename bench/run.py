@@ -1,0 +1,143 @@
+"""One-command benchmark of agentstream: `python bench/run.py [--quick] [--only NAME]`.
+
+Starts its own embedded broker (or uses AGENTSTREAM_KAFKA_BOOTSTRAP), runs each
+measurement on private topics with freshly spawned processors and workers, and prints
+one table. Every spawned process is killed on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NoReturn
+
+from agentstream.streams.broker import EmbeddedBroker, detect_profile
+
+from durable import invocation_latency, steps_per_second
+from harness import Bench, Row
+from longlived import engine_long_lived
+from restart import processor_restart
+from throughput import agentstream_events, faust_events
+
+Measurement = Callable[[Bench], Awaitable[list[Row]]]
+MEASUREMENTS: dict[str, tuple[Measurement, str]] = {
+    "events": (agentstream_events, "events/s through one agentstream processor"),
+    "faust": (faust_events, "events/s through a bare Faust app (same records)"),
+    "latency": (invocation_latency, "schedule -> result of a 3-step agent"),
+    "steps": (steps_per_second, "steps/s with 32 agents looping at once"),
+    "longlived": (engine_long_lived, "journal and restart of an old agent, pure engine"),
+    "restart": (processor_restart, "SIGKILL + restart of a processor with an old agent"),
+}
+
+
+def render(rows: list[Row]) -> str:
+    """Plain-text table with aligned columns; numbers right-aligned."""
+    header = Row("measurement", "value", "unit", "notes")
+    table = [header, *rows]
+    widths = [max(len(getattr(r, f)) for r in table) for f in ("measurement", "value", "unit")]
+
+    def line(r: Row) -> str:
+        return f"{r.measurement:<{widths[0]}} | {r.value:>{widths[1]}} | {r.unit:<{widths[2]}} | {r.notes}".rstrip()
+
+    rule = "-+-".join("-" * w for w in widths) + "-+-" + "-" * 5
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+async def run_all(bench: Bench, names: list[str], progress: Callable[[str], None]) -> list[Row]:
+    rows: list[Row] = []
+    for name in names:
+        measure, what = MEASUREMENTS[name]
+        progress(f"[{name}] {what} ...")
+        started = time.monotonic()
+        try:
+            rows.extend(await measure(bench))
+        except Exception as exc:  # one broken measurement should not cost the others' numbers
+            bench.failed = True
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            rows.append(Row(f"{name}: FAILED", "-", "-", f"{type(exc).__name__}: {reason}"[:160]))
+        finally:
+            bench.kill_all()  # idle processors still poll the broker: they would slow the next measurement
+        progress(f"[{name}] done in {time.monotonic() - started:.0f}s")
+    if "events" in bench.rates and "faust" in bench.rates:
+        ratio = bench.rates["events"] / bench.rates["faust"]
+        at = next(i + 1 for i, r in enumerate(rows) if r.measurement == "events/s, bare Faust")
+        rows.insert(at, Row("ratio agentstream / bare Faust", f"{ratio:.2f}", "x", "events/s over events/s"))
+    return rows
+
+
+class MeasurementFailed(Exception):
+    """Some measurement failed; the rows (with the failures) are still worth printing."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        super().__init__("some measurements failed")
+        self.rows = rows
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[Row]:
+    profile = await detect_profile(bootstrap)
+    bench = Bench(bootstrap, profile, workdir, args.quick)
+    names = [args.only] if args.only else list(MEASUREMENTS)
+    try:
+        rows = await run_all(bench, names, lambda text: print(text, file=sys.stderr, flush=True))
+    finally:
+        bench.kill_all()
+    if bench.failed:
+        raise MeasurementFailed(rows)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller loads (about a minute)")
+    parser.add_argument("--only", choices=list(MEASUREMENTS), help="run one measurement")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the work folder (component logs, state)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    workdir = Path(tempfile.mkdtemp(prefix="agentstream-bench-"))
+    external = os.environ.get("AGENTSTREAM_KAFKA_BOOTSTRAP")
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]  # other work on the machine skews every number: say so
+    status = 1
+    try:
+        if external:
+            rows = asyncio.run(main_async(args, external, workdir))
+        else:
+            with EmbeddedBroker() as broker:
+                rows = asyncio.run(main_async(args, broker.bootstrap, workdir))
+        status = 0
+    except MeasurementFailed as failed:
+        rows = failed.rows
+    except KeyboardInterrupt:
+        print("interrupted; spawned processes killed", file=sys.stderr)
+        return 130
+    finally:
+        if status or args.keep_logs:
+            print(f"logs and state kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    broker = "external Kafka" if external else "embedded broker"
+    print(f"agentstream benchmark{' (--quick)' if args.quick else ''} — {when}, {machine}, {broker}, "
+          f"1-min load avg at start {load_before:.1f}, {time.monotonic() - started:.0f}s total")
+    print(render(rows))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
