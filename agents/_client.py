@@ -147,7 +147,7 @@ class AgentClient:
         """
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else time.monotonic() + seconds
-        pause = 0.05
+        pause = 0.02
         while True:
             try:
                 state = await self.get_agent_state(agent_id)
@@ -164,7 +164,7 @@ class AgentClient:
                 shown = state["status"] if state else "not found"
                 raise TimeoutError(f"agent {agent_id!r} did not end within {seconds}s (status: {shown})")
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            pause = min(pause * 2, 0.25)
 
     async def agent_updates(self, agent_id: str, *, from_beginning: bool = True) -> AsyncIterator[AgentUpdate]:
         """The agent's status changes as published on agent-updates, as they happen.
