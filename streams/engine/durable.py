@@ -322,7 +322,8 @@ class DurableEngine:
         if not deliver(live, entry):
             return TurnOutcome(record=record, ignored=True), live
         live.drain()
-        writer = TurnWriter(self, record.evolve(), entry.message_id, now)
+        # No copy of the fields: the writer replaces them with the live agent's snapshot.
+        writer = TurnWriter(self, record.evolve(fields=record.fields), entry.message_id, now)
         return writer.after_turn(live, entry)
 
     def _park(self, record: AgentRecord, now: datetime, exc: Exception) -> TurnOutcome:

@@ -67,6 +67,9 @@ class TimerIndex:
         for agent_id, status, timers in records:
             self.track(agent_id, status, timers)
 
+    def agents_with_timers(self) -> int:
+        return len(self._next)
+
     def pending_timers(self) -> int:
         return sum(self._pending.values())
 
@@ -119,7 +122,7 @@ class TimerService:
         if assignment != self._seen:
             self.index.reset(summary(value) for value in self._scan())
             self._seen = assignment
-            log.info("timers re-armed", extra={"agents": len(self.index._next), "timers": self.index.pending_timers()})
+            log.info("timers re-armed", extra={"agents": self.index.agents_with_timers(), "timers": self.index.pending_timers()})
         now = time.time()
         fired = 0
         for agent_id in self.index.due(now):
