@@ -243,9 +243,9 @@ class TurnWriter:
             elif isinstance(command, Cancel):
                 steps.forget_step(record, command.seq)
                 record.timers.pop(f"t:{command.seq}", None)
-                child = record.children.get(str(command.seq))
-                if child is not None:
-                    record.children[str(command.seq)] = child.model_copy(update={"awaited": False})
+                awaited = record.children.get(str(command.seq))
+                if awaited is not None:  # the code stopped waiting for this child
+                    record.children[str(command.seq)] = awaited.model_copy(update={"awaited": False})
 
     def end(self, status: AgentStatus, result: Any, error: str | None, *, cancel_children: bool = False) -> None:
         record = self.record
