@@ -98,7 +98,7 @@ class Processor:
 
 
 def _count_of(index: TimerIndex, status: str) -> float:
-    return float(index.agents_by_status()[status])
+    return float(index.count(status))  # kept by the index as agents change: O(1) per scrape
 
 
 def create_processor(
@@ -181,18 +181,25 @@ def create_processor(
     async def send_timer(fired: TimerFired) -> None:
         await publisher.publish(names.agent_events, fired.key, fired.to_bytes())
 
-    def owned_partitions() -> frozenset[object] | None:
+    def ownership() -> object | None:
+        """None while not ready; else a token that changes with every rebalance (timers rescan then).
+
+        The rebalance count is read before readiness: a rebalance that starts after this
+        read bumps it, so a scan made during that rebalance is redone on a later tick.
+        """
+        rebalances = app.rebalancing_count
         if not processor.is_ready():
             return None
-        return frozenset(tp for tp in app.consumer.assignment() if tp.topic == names.agent_events)
+        return rebalances, frozenset(tp for tp in app.consumer.assignment() if tp.topic == names.agent_events)
 
     timers = TimerService(
         timer_index,
         read=table.get,
         scan=lambda: (value for _, value in table.items()),
-        assignment=owned_partitions,
+        assignment=ownership,
         send=send_timer,
         on_fire=metrics.timers_fired.inc,
+        on_error=metrics.timer_tick_errors.inc,
     )
 
     @app.task  # type: ignore[untyped-decorator]

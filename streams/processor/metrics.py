@@ -29,6 +29,7 @@ class ProcessorMetrics:
     steps_dispatched: Counter
     pending_timers: Gauge
     timers_fired: Counter
+    timer_tick_errors: Counter
     compactions: Counter
     compactions_refused: Counter
     agents: Gauge
@@ -122,6 +123,11 @@ class ProcessorMetrics:
             ),
             timers_fired=Counter(
                 "agentstream_timers_fired", "Timer records sent for due durable timers.", registry=registry
+            ),
+            timer_tick_errors=Counter(
+                "agentstream_timer_tick_errors",
+                "Timer ticks that failed (each is retried after a growing pause; the log shows the first of a streak).",
+                registry=registry,
             ),
             compactions=Counter(
                 "agentstream_compactions",
