@@ -15,6 +15,7 @@ from .broker.profile import BrokerProfile, detect_profile
 from .kafka import check_copartitioned
 from .logs import configure_logging
 from .processor import create_processor
+from .processor.statedir import prepare_state_dir
 from .settings import Settings
 from .worker import StepWorker, WorkerMetrics
 from .worker.http import serve_http
@@ -25,6 +26,7 @@ log = logging.getLogger("agentstream")
 async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
     profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker)
     partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix))
+    await prepare_state_dir(settings)  # before Faust opens the tables: state of another run is set aside
     return profile, partitions
 
 
