@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import time
 import uuid
@@ -10,11 +11,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic_core import to_jsonable_python
+from yarl import URL
 
 from agentstream.streams.broker.profile import detect_profile
 from agentstream.streams.kafka import producer as kafka_producer
@@ -51,17 +54,35 @@ class AgentClient:
 
     Connects lazily on first use; use `async with AgentClient() as client:` or call
     `close()` when done. Settings come from `AGENTSTREAM_*` variables unless given.
+    One client may be shared by many concurrent tasks: they share one producer.
+
+    Two different timeouts: `api_timeout` bounds one HTTP request to the processor; when
+    it runs out (or nothing listens at the API URL) the client raises
+    `ApiUnavailableError`, naming the URL and `AGENTSTREAM_API_URL`. agentstream's
+    `TimeoutError` means only that an agent did not end within `get_agent_result`'s
+    `timeout`.
     """
 
-    def __init__(self, settings: Settings | None = None, *, bootstrap: str | None = None, api_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        bootstrap: str | None = None,
+        api_url: str | None = None,
+        api_timeout: float = 10.0,
+    ) -> None:
         self.settings = settings or Settings()
         if bootstrap is not None:
             self.settings = self.settings.model_copy(update={"kafka_bootstrap": bootstrap})
         if api_url is not None:
             self.settings = self.settings.model_copy(update={"api_url": api_url})
         self.names = TopicNames(self.settings.topic_prefix)
+        self.api_timeout = api_timeout
         self._producer_cm: Any = None
         self._producer: AIOKafkaProducer | None = None
+        # Concurrent first sends must start one producer, not one each: the losers' producers
+        # would leak, and closing them under the winner fails later sends with ProducerClosed.
+        self._producer_lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "AgentClient":
@@ -73,19 +94,27 @@ class AgentClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._producer_cm is not None:
-            await self._producer_cm.__aexit__(None, None, None)
-            self._producer_cm = self._producer = None
+        async with self._producer_lock:
+            if self._producer_cm is not None:
+                producer_cm, self._producer_cm, self._producer = self._producer_cm, None, None
+                await producer_cm.__aexit__(None, None, None)
         if self._http is not None:
-            await self._http.close()
-            self._http = None
+            http, self._http = self._http, None
+            await http.close()
+
+    async def _started_producer(self) -> AIOKafkaProducer:
+        """The client's one producer, started by whichever caller gets here first."""
+        async with self._producer_lock:
+            if self._producer is None:
+                profile = await detect_profile(self.settings.kafka_bootstrap, self.settings.embedded_broker)
+                producer_cm = kafka_producer(self.settings.kafka_bootstrap, profile)
+                self._producer = await producer_cm.__aenter__()
+                self._producer_cm = producer_cm
+            return self._producer
 
     async def _send(self, envelope: Envelope) -> None:
-        if self._producer is None:
-            profile = await detect_profile(self.settings.kafka_bootstrap, self.settings.embedded_broker)
-            self._producer_cm = kafka_producer(self.settings.kafka_bootstrap, profile)
-            self._producer = await self._producer_cm.__aenter__()
-        await self._producer.send_and_wait(self.names.agent_events, key=envelope.key, value=envelope.to_bytes())
+        producer = self._producer if self._producer is not None else await self._started_producer()
+        await producer.send_and_wait(self.names.agent_events, key=envelope.key, value=envelope.to_bytes())
 
     async def schedule_agent(
         self,
@@ -197,22 +226,56 @@ class AgentClient:
         finally:
             await consumer.stop()
 
+    def _agent_url(self, agent_id: str) -> URL:
+        """The API URL of one agent. The ID is one path segment: `/`, `#`, `?`, `%` are quoted.
+
+        Built as an already-encoded URL so that nothing re-normalises it: an ID `..`
+        (sent as `%2E%2E`) must not be resolved away as a relative path.
+        """
+        segment = quote(agent_id, safe="")
+        if segment in (".", ".."):
+            segment = segment.replace(".", "%2E")
+        base = URL(self.settings.api_url)
+        return base.with_path(f"{base.raw_path.rstrip('/')}/agents/{segment}", encoded=True)
+
     async def get_agent_state(self, agent_id: str) -> dict[str, Any]:
-        """The agent's record as its owning processor has it now."""
+        """The agent's record as its owning processor has it now.
+
+        Raises AgentNotFoundError if the processor does not know the agent, and
+        ApiUnavailableError if no processor answers at the API URL within `api_timeout`.
+        """
+        if not agent_id:
+            raise AgentNotFoundError("no agent has an empty ID")
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        url = f"{self.settings.api_url.rstrip('/')}/agents/{agent_id}"
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.api_timeout))
+        url = self._agent_url(agent_id)
         try:
             async with self._http.get(url) as response:
                 text = await response.text()
                 status = response.status
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, builtins.TimeoutError, OSError) as exc:
+            why = f"no answer within {self.api_timeout}s" if isinstance(exc, builtins.TimeoutError) else repr(exc)
             raise ApiUnavailableError(
-                f"no processor answered at {self.settings.api_url} ({exc}); start one with "
-                "`agentstream dev` or `agentstream processor`, or set AGENTSTREAM_API_URL"
+                f"no processor answered at {url} ({why}); start one with `agentstream dev` or "
+                "`agentstream processor`, or set AGENTSTREAM_API_URL to a processor's HTTP address "
+                f"(now {self.settings.api_url})"
             ) from exc
-        if status == 404:
+        if status == 404 and _is_agent_not_found(text):
             raise AgentNotFoundError(f"no agent {agent_id!r}: it was never scheduled, or is not processed yet")
+        if status == 404:
+            raise ApiUnavailableError(
+                f"{url} answered HTTP 404 but not as an agentstream processor; check AGENTSTREAM_API_URL "
+                f"(now {self.settings.api_url})"
+            )
         if status != 200:
             raise ApiUnavailableError(f"{url} answered HTTP {status}: {text[:300]}")
         return json.loads(text)  # type: ignore[no-any-return]
+
+
+def _is_agent_not_found(body: str) -> bool:
+    """Whether a 404 body is a processor's "no such agent" (not another server's missing page)."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(decoded, dict) and decoded.get("error") == "agent_not_found"
