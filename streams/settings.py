@@ -54,7 +54,23 @@ class Settings(BaseSettings):
     continue_as_new_after: int = Field(
         default=2000, ge=1, description="Journal length past which agent.should_continue_as_new() turns true."
     )
+    max_record_bytes: int = Field(
+        default=900_000, ge=10_000,
+        description="Largest agent record (and output record) a processor writes; keep it below the broker's "
+        "message.max.bytes. An agent whose record would grow past it is parked as stuck with the reason.",
+    )
+    max_parked_inputs: int = Field(
+        default=1000, ge=1, description="Inputs a stuck agent keeps parked; later ones are dead-lettered."
+    )
     worker_concurrency: int = Field(default=16, ge=1, description="Steps a worker runs at once.")
+    worker_result_cache_entries: int = Field(
+        default=10_000, ge=0,
+        description="Completed commands a worker remembers with their result, so a command sent again is "
+        "answered with that result instead of being run again (0: none).",
+    )
+    worker_result_cache_mb: float = Field(
+        default=64, ge=0, description="At most this many MiB of result records in that cache."
+    )
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = Field(default="INFO")
 

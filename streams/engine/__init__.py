@@ -1,20 +1,25 @@
 """The durable agent engine: pure Python (no Kafka or Faust), testable turn by turn."""
 
-from .base import Engine, Input, Rejection, StepOutcome, TurnFacts, TurnOutcome
+from .base import Engine, Input, Origin, Rejection, StepOutcome, TurnFacts, TurnOutcome, dead_letter
+from .dedup import DedupPolicy, Delivery
 from .durable import TERMINAL, DurableEngine, EngineConfig
-from .record import AgentRecord, Delivery, ReceivedEvent
+from .record import AgentRecord, OutboxItem, ReceivedEvent
 
 __all__ = [
     "TERMINAL",
     "AgentRecord",
+    "DedupPolicy",
     "Delivery",
     "DurableEngine",
     "Engine",
     "EngineConfig",
     "Input",
+    "Origin",
+    "OutboxItem",
     "ReceivedEvent",
     "Rejection",
     "StepOutcome",
     "TurnFacts",
     "TurnOutcome",
+    "dead_letter",
 ]

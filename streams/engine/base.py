@@ -14,17 +14,46 @@ from agentstream.topics import (
     AgentUpdate,
     CancelAgent,
     ChildCompleted,
+    DeadLetter,
     Envelope,
     ScheduleAgent,
     SendEvent,
     StepCommand,
+    StepProgress,
     StepResult,
     TimerFired,
+    derived_message_id,
 )
 
-from .record import AgentRecord
+from .record import AgentRecord, OutboxItem
 
-Input = ScheduleAgent | SendEvent | CancelAgent | StepResult | TimerFired | ChildCompleted
+Input = ScheduleAgent | SendEvent | CancelAgent | StepResult | StepProgress | TimerFired | ChildCompleted
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an input came from: its offset de-duplicates redeliveries, its bytes go into a
+    dead letter unchanged when the input is rejected."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}#{self.partition}"
+
+
+def dead_letter(origin: Origin, code: str, reason: str, rejected_by: str) -> DeadLetter:
+    """The dead letter of a rejected record: the same one however often it is rejected."""
+    letter = DeadLetter.of(
+        reason_code=code, reason=reason, topic=origin.topic, partition=origin.partition, offset=origin.offset,
+        key=origin.key, value=origin.value, rejected_by=rejected_by,
+    )
+    position = f"{origin.topic}#{origin.partition}@{origin.offset}"
+    return letter.model_copy(update={"message_id": derived_message_id(position, "dead-letter")})
 
 
 @dataclass(frozen=True)
@@ -65,8 +94,22 @@ class TurnOutcome:
     updates: list[AgentUpdate] = field(default_factory=list)
     commands: list[StepCommand] = field(default_factory=list)
     messages: list[Envelope] = field(default_factory=list)  # to agent-events (children, parents)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     ignored: bool = False  # e.g. a late step result: nothing to do, nothing wrong
     facts: TurnFacts = field(default_factory=TurnFacts)
+    # Set by the engine when it seals the turn (see DurableEngine.apply):
+    label: str = ""  # applied, ignored, duplicate, dead_lettered, parked
+    redelivered: bool = False  # the input was applied before (a crash or rebalance sent it again)
+    stored: bytes | None = None  # the record to persist; None: nothing to write
+    publish: list[OutboxItem] = field(default_factory=list)  # what to publish, in order
+
+    def absorb(self, other: "TurnOutcome") -> None:
+        """Add what `other` (a later input in the same call) produced."""
+        self.updates += other.updates
+        self.commands += other.commands
+        self.messages += other.messages
+        self.dead_letters += other.dead_letters
+        self.facts.steps += other.facts.steps
 
     @classmethod
     def rejected(cls, record: AgentRecord | None, code: str, reason: str) -> "TurnOutcome":
@@ -74,13 +117,16 @@ class TurnOutcome:
 
 
 class Engine(Protocol):
-    def pending_outputs(self, record: AgentRecord) -> TurnOutcome:
-        """The records `record` expects to have been sent, to send again after a crash."""
+    async def apply(
+        self, record: AgentRecord | None, message: Input, now: datetime, origin: Origin | None = None
+    ) -> TurnOutcome:
+        """Apply `message` to `record` (None if the agent has no record yet); never raises.
+
+        Returns the sealed outcome: the record to store (`stored`) and what to publish.
+        Must not mutate `record`.
+        """
         ...
 
-    async def apply(self, record: AgentRecord | None, message: Input, now: datetime) -> TurnOutcome:
-        """Apply `message` to `record` (None if the agent has no record yet).
-
-        Must not mutate `record`: on a rejection the processor keeps the old one.
-        """
+    def undeliverable(self, record: AgentRecord, reason: str, now: datetime) -> TurnOutcome:
+        """`record`'s outbox cannot be published: park the agent, keeping the outbox."""
         ...

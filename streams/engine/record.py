@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from agentstream.topics import AgentStatus, ParentRef
 
+from .dedup import Delivery
+
 Strict = ConfigDict(extra="forbid")
+
+# The record's format. A processor refuses (and dead-letters the input of) a record with a
+# higher one: it was written by a newer version that this one cannot read without losing data.
+FORMAT = 2
 
 
 class ReceivedEvent(BaseModel):
@@ -25,6 +31,7 @@ class ReceivedEvent(BaseModel):
 
     name: str
     payload: JsonValue = None
+    payload_bytes: int | None = None  # set instead of `payload` when it was too large to keep here
     message_id: str
     received_at: datetime
     result: JsonValue = None
@@ -107,59 +114,39 @@ class StepState(BaseModel):
     attempt: int = 1
     options: dict[str, JsonValue] = Field(default_factory=dict)
     scheduled_at: datetime
+    sent_at: datetime | None = None  # of the current attempt's command
+    started_at: datetime | None = None  # when a worker reported it started the current attempt
     last_error: str | None = None
 
 
 class ChildState(BaseModel):
+    """A child running on behalf of this agent; removed once its result arrived."""
+
     model_config = Strict
 
     agent_id: str
     run_id: str
     agent_type: str
-    input: JsonValue = None
-    message_id: str = ""  # of its schedule record, to send it again after a crash
+    input: JsonValue = None  # not kept since format 2 (the outbox carries the schedule)
+    message_id: str = ""
     awaited: bool
     done: bool = False
 
 
-class Delivery(BaseModel):
-    """What the processor needs to apply every input exactly once.
+class OutboxItem(BaseModel):
+    """One record a turn produced, kept with the record until the next turn replaces it.
 
-    `last_offsets` catches redelivery after a crash: offsets only grow within one
-    partition, so it is keyed by source (`topic#partition`); `recent_keys` catches a
-    record produced twice (a retried send, a repeated idempotency key) within the
-    de-duplication window.
+    Every output is published from here, the first time and after a crash alike, so an
+    output can only be lost together with the turn that produced it (which a redelivery
+    of its input then repeats).
     """
 
     model_config = Strict
 
-    last_offsets: dict[str, int] = Field(default_factory=dict)
-    recent_keys: dict[str, float] = Field(default_factory=dict)
-
-    def is_redelivery(self, source: str, offset: int) -> bool:
-        return offset <= self.last_offsets.get(source, -1)
-
-    def is_duplicate(self, key: str) -> bool:
-        """True if `key` was remembered and not pruned since; call `prune` first."""
-        return key in self.recent_keys
-
-    def mark_offset(self, source: str, offset: int) -> None:
-        self.last_offsets[source] = max(offset, self.last_offsets.get(source, -1))
-
-    def prune(self, now: float, window_s: float, max_keys: int) -> None:
-        """Forget keys older than the window, and the oldest beyond `max_keys`."""
-        horizon = now - window_s
-        # dicts keep insertion order and `remember` re-inserts, so the oldest keys come first
-        while self.recent_keys and (
-            len(self.recent_keys) > max_keys or next(iter(self.recent_keys.values())) < horizon
-        ):
-            del self.recent_keys[next(iter(self.recent_keys))]
-
-    def remember(self, source: str, offset: int, key: str, now: float, window_s: float, max_keys: int) -> None:
-        self.mark_offset(source, offset)
-        self.recent_keys.pop(key, None)
-        self.recent_keys[key] = now
-        self.prune(now, window_s, max_keys)
+    topic: Literal["agent-events", "agent-updates", "dead-letters", "step-commands"]
+    task_queue: str | None = None  # of step-commands
+    key: str | None
+    value: dict[str, JsonValue]
 
 
 class AgentRecord(BaseModel):
@@ -167,6 +154,7 @@ class AgentRecord(BaseModel):
 
     model_config = Strict
 
+    format: int = FORMAT
     agent_id: str
     agent_type: str
     run_id: str
@@ -180,6 +168,7 @@ class AgentRecord(BaseModel):
     updated_at: datetime
     inputs_applied: int = 0
     parent: ParentRef | None = None
+    origin: str = ""  # message ID of the schedule that started the agent; kept across continue-as-new
     revision: int = 0
     base: Base | None = None
     journal: list[JournalEntry] = Field(default_factory=list)
@@ -189,6 +178,8 @@ class AgentRecord(BaseModel):
     compactions: int = 0
     parked: list[dict[str, JsonValue]] = Field(default_factory=list)
     delivery: Delivery = Field(default_factory=Delivery)
+    outbox: list[OutboxItem] = Field(default_factory=list)
+    undelivered: bool = False  # the outbox could not be published; publish it before anything else
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -209,7 +200,7 @@ class AgentRecord(BaseModel):
     def public_view(self) -> dict[str, JsonValue]:
         """What the HTTP API and the client show: no replay or delivery bookkeeping."""
         view = self.model_dump(
-            mode="json", exclude={"delivery", "base", "journal", "steps", "timers", "children", "parked"}
+            mode="json", exclude={"delivery", "base", "journal", "steps", "timers", "children", "parked", "outbox", "undelivered"}
         )
         view["journal_length"] = len(self.journal)
         view["steps_in_flight"] = len(self.steps)

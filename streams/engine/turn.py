@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +29,10 @@ from .replay import try_compact
 from .runtime import LiveAgent, Mode, utc
 
 if TYPE_CHECKING:
-    from .durable import DurableEngine
+    from .durable import EngineConfig
 
 MAX_RESTARTS_PER_TURN = 100
+MAX_SHOWN_PAYLOAD_BYTES = 1024  # recent events keep larger payloads only as their size
 
 
 def status_update(record: AgentRecord, previous: AgentStatus | None, cause: str, now: datetime) -> AgentUpdate:
@@ -46,10 +49,10 @@ def status_update(record: AgentRecord, previous: AgentStatus | None, cause: str,
     )
 
 
-def child_schedule(record: AgentRecord, seq: int, child: ChildState) -> ScheduleAgent:
+def child_schedule(record: AgentRecord, command: ChildCall) -> ScheduleAgent:
     return ScheduleAgent(
-        message_id=child.message_id, agent_id=child.agent_id, agent_type=child.agent_type, input=child.input,
-        parent=ParentRef(agent_id=record.agent_id, run_id=record.run_id, seq=seq),
+        message_id=command.message_id, agent_id=command.agent_id, agent_type=command.agent_type,
+        input=command.input, parent=ParentRef(agent_id=record.agent_id, run_id=record.run_id, seq=command.seq),
     )
 
 
@@ -62,7 +65,8 @@ def report_to_parent(record: AgentRecord) -> ChildCompleted:
         run_id=parent.run_id,
         seq=parent.seq,
         child_id=record.agent_id,
-        child_run_id=record.run_id,
+        # the run the parent started, which it knows the child by (also after continue-as-new)
+        child_run_id=run_id_for(record.origin) if record.origin else record.run_id,
         status=record.status,
         result=record.result,
         error=record.error,
@@ -70,10 +74,22 @@ def report_to_parent(record: AgentRecord) -> ChildCompleted:
 
 
 class TurnWriter:
-    """Collects the new record and the records to publish for one turn."""
+    """Collects the new record and the records to publish for one turn.
 
-    def __init__(self, engine: "DurableEngine", record: AgentRecord, cause: str, now: datetime) -> None:
-        self.engine = engine
+    `fresh` builds a live agent for a record whose run starts anew (continue-as-new).
+    """
+
+    def __init__(
+        self,
+        record: AgentRecord,
+        cause: str,
+        now: datetime,
+        *,
+        config: "EngineConfig",
+        fresh: Callable[[AgentRecord], LiveAgent],
+    ) -> None:
+        self.config = config
+        self.fresh = fresh
         self.now = now
         self.cause = cause
         # The caller's record stays untouched: copy the containers this turn may change.
@@ -107,17 +123,14 @@ class TurnWriter:
         record = self.record
         record.journal = [*record.journal, entry.model_copy(update={"commands": [c.descriptor for c in live.issued]})]
         if entry.kind == "event":
-            record.events.append(ReceivedEvent(
-                name=entry.name or "", payload=entry.payload, message_id=entry.message_id, received_at=self.now, done=False
-            ))
-            del record.events[: -self.engine.config.recent_events]
+            record.events.append(_received(entry, self.now))
+            del record.events[: -self.config.recent_events]
         elif entry.kind == "step":
             steps.forget_step(record, entry.seq or 0)
         elif entry.kind == "timer":
             record.timers.pop(f"t:{entry.seq}", None)
         elif entry.kind == "child":
-            key = str(entry.seq)
-            record.children[key] = record.children[key].model_copy(update={"done": True})
+            record.children.pop(str(entry.seq), None)  # done: nothing left to remember
         return self._settle(live)
 
     @staticmethod
@@ -213,7 +226,7 @@ class TurnWriter:
         record.base = Base(fields=record.fields, seeds=[seed], at=self.now)
         record.journal, record.steps, record.timers, record.children = [], {}, {}, {}
         self.updates.append(status_update(record, AgentStatus.RUNNING, self.cause, self.now))
-        live = self.engine._new_live(record, self.engine._definition(record.agent_type), record.fields, Mode.LIVE)
+        live = self.fresh(record)
         live.begin_turn(self.now, 0)
         live.start(seed)
         live.drain()
@@ -225,21 +238,19 @@ class TurnWriter:
         for command in issued:
             if isinstance(command, StepCall):
                 step = steps.new_step(command.seq, command.function, command.input, command.options,
-                                      self.engine.config.task_queue, now)
-                record.steps[str(command.seq)] = step
-                self.commands.append(steps.command_for(record, step))
+                                      self.config.task_queue, now)
+                self.commands.append(steps.send_attempt(record, step, now))
                 deadline = steps.deadline_timer(step)
                 if deadline is not None:
                     record.timers[deadline[0]] = deadline[1]
             elif isinstance(command, TimerCall):
                 record.timers[f"t:{command.seq}"] = utc(command.fire_at)
             elif isinstance(command, ChildCall):
-                child = ChildState(
+                record.children[str(command.seq)] = ChildState(
                     agent_id=command.agent_id, run_id=run_id_for(command.message_id), agent_type=command.agent_type,
-                    input=command.input, message_id=command.message_id, awaited=command.wait,
+                    awaited=command.wait,
                 )
-                record.children[str(command.seq)] = child
-                self.messages.append(child_schedule(record, command.seq, child))
+                self.messages.append(child_schedule(record, command))
             elif isinstance(command, Cancel):
                 steps.forget_step(record, command.seq)
                 record.timers.pop(f"t:{command.seq}", None)
@@ -266,3 +277,13 @@ class TurnWriter:
                         reason=f"parent {record.agent_id} was cancelled",
                         cancel_children=True,
                     ))
+
+
+def _received(entry: JournalEntry, now: datetime) -> ReceivedEvent:
+    """The API's view of an event: its payload only while small (the journal keeps it whole)."""
+    size = len(json.dumps(entry.payload))
+    shown = entry.payload if size <= MAX_SHOWN_PAYLOAD_BYTES else None
+    return ReceivedEvent(
+        name=entry.name or "", payload=shown, payload_bytes=None if shown is not None or entry.payload is None else size,
+        message_id=entry.message_id, received_at=now, done=False,
+    )

@@ -21,10 +21,11 @@ from prometheus_client import CollectorRegistry
 from agentstream.topics import AgentStatus, TimerFired, TopicNames
 
 from ..broker.profile import BrokerProfile
-from ..engine import DurableEngine, Engine, EngineConfig
+from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
 from ..settings import Settings
-from .handler import DedupPolicy, InputHandler
+from .handler import InputHandler
+from .publish import FaustPublisher, FaustTableStore
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
 from .web import register_views
@@ -37,32 +38,6 @@ def package_version() -> str:
         return version("agentstream")
     except PackageNotFoundError:  # running from a source tree
         return "0+unknown"
-
-
-class FaustTableStore:
-    """`RecordStore` over a Faust table (which writes RocksDB and the changelog)."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def get(self, key: bytes) -> bytes | None:
-        return self._table.get(key)  # type: ignore[no-any-return]
-
-    def set(self, key: bytes, value: bytes) -> None:
-        self._table[key] = value
-
-
-class FaustPublisher:
-    """`Publisher` through the Faust producer: flushed before offsets are committed."""
-
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
-        self._topics: dict[str, Any] = {}
-
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Any:
-        if topic not in self._topics:
-            self._topics[topic] = self._app.topic(topic, key_type=bytes, value_type=bytes)
-        return await self._topics[topic].send(key=key, value=value)  # a future: acked by the broker
 
 
 @dataclass
@@ -145,21 +120,26 @@ def create_processor(
     metrics.build.info({"version": package_version(), "embedded_broker": str(profile.embedded).lower()})
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="agentstream_faust")
 
+    identity = f"processor@{advertise_host}:{http_port}"
     engine = engine or DurableEngine(EngineConfig(
         task_queue=settings.task_queue,
         turn_timeout_s=settings.turn_timeout_seconds,
         continue_as_new_after=settings.continue_as_new_after,
+        max_record_bytes=settings.max_record_bytes,
+        max_parked=settings.max_parked_inputs,
+        dedup=DedupPolicy(settings.dedup_window_seconds, settings.dedup_max_keys),
+        identity=identity,
     ))
+    publisher = FaustPublisher(app, max_bytes=settings.max_record_bytes)
     timer_index = TimerIndex()
     handler = InputHandler(
         timers=timer_index,
         names=names,
         engine=engine,
         store=FaustTableStore(table),
-        publisher=FaustPublisher(app),
+        publisher=publisher,
         metrics=metrics,
-        dedup=DedupPolicy(settings.dedup_window_seconds, settings.dedup_max_keys),
-        identity=f"processor@{advertise_host}:{http_port}",
+        identity=identity,
     )
     processor = Processor(app, table, handler, metrics, registry, names)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)
@@ -175,8 +155,6 @@ def create_processor(
         async for event in stream.events():
             message = event.message
             await handler.handle(message.topic, message.partition, message.offset, event.key, event.value)
-
-    publisher = FaustPublisher(app)
 
     async def send_timer(fired: TimerFired) -> None:
         await publisher.publish(names.agent_events, fired.key, fired.to_bytes())

@@ -1,16 +1,29 @@
-"""Apply one Kafka record to one agent: decode, de-duplicate, run the engine, persist, publish.
+"""A record's life in the processor: decode, apply (the engine de-duplicates and seals),
+persist, publish, and only then count the input as done.
 
 This is all of the processor's logic; the Faust app around it only feeds it records
-and gives it a store (the RocksDB table) and a publisher (the Faust producer).
+and gives it a store (the RocksDB table and its changelog) and a publisher (the Faust
+producer). The order is quix-streams' checkpoint order: an input's offset may be
+committed only after its record is on the changelog and its outputs are acknowledged,
+so a crash loses a turn only together with its input, which is then redelivered.
+
+`handle` never raises and never drops an input (DESIGN.md guarantee 7): what cannot be
+decoded or read is dead-lettered with the reason, what cannot be published parks the
+agent with its outbox kept, and storage or broker trouble is retried until it passes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
 
 from agentstream.topics import (
     DeadLetter,
@@ -21,30 +34,39 @@ from agentstream.topics import (
     decode_step_result,
 )
 
-from ..engine import AgentRecord, Engine, TurnOutcome
+from ..engine import AgentRecord, Engine, Origin, OutboxItem, TurnOutcome, dead_letter
+from ..engine.record import FORMAT
+from .exceptions import UndeliverableError
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex
 
 log = logging.getLogger("agentstream.processor")
+
+T = TypeVar("T")
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
+REMEMBERED_RECORDS = 100_000
+
+__all__ = ["InputHandler", "Publisher", "RecordStore"]
 
 
 class RecordStore(Protocol):
     """Per-agent storage of the processor: bytes by agent-ID key."""
 
     def get(self, key: bytes) -> bytes | None: ...
-    def set(self, key: bytes, value: bytes) -> None: ...
 
-
-class Publisher(Protocol):
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Any:
-        """Queue a record; may return an awaitable that resolves once the broker has it."""
+    async def put(self, key: bytes, value: bytes) -> None:
+        """Write `value`; return once it is durable (its changelog write acknowledged)."""
         ...
 
 
-@dataclass(frozen=True)
-class DedupPolicy:
-    window_s: float
-    max_keys: int
+class Publisher(Protocol):
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any] | None:
+        """Queue a record; may return an awaitable that resolves once the broker has it.
+
+        Raises `UndeliverableError` when the record can never be delivered as it is
+        (no such topic, too large); anything else counts as transient.
+        """
+        ...
 
 
 class InputHandler:
@@ -56,7 +78,6 @@ class InputHandler:
         store: RecordStore,
         publisher: Publisher,
         metrics: ProcessorMetrics,
-        dedup: DedupPolicy,
         identity: str,
         timers: TimerIndex | None = None,
     ) -> None:
@@ -65,105 +86,173 @@ class InputHandler:
         self._store = store
         self._publisher = publisher
         self._metrics = metrics
-        self._dedup = dedup
         self._identity = identity
         self.timers = timers or TimerIndex()
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
-        self._resent: set[bytes] = set()
-        self._in_flight: list[Any] = []
+        # hash of each agent's record as this process last wrote it with all its outputs delivered
+        # (or re-sent them after a redelivery): a redelivery of such a record needs nothing sent again
+        self._settled: OrderedDict[bytes, int] = OrderedDict()
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
-        """Process one record; returns the outcome label (also counted in metrics)."""
+        """Process one record to its one outcome; returns the label (also counted in metrics)."""
         started = time.perf_counter()
+        origin = Origin(topic, partition, offset, key, value)
         try:
-            outcome = await self._handle(topic, partition, offset, key, value)
-        finally:
-            # The input counts as done (its offset may be committed) only once what it
-            # produced is on the broker: a crash can then lose a turn's outputs only
-            # together with the input, which is redelivered.
-            pending, self._in_flight = self._in_flight, []
-            for delivery in pending:
-                await delivery
-        self._metrics.inputs.labels(self._sources.get(topic, topic), outcome).inc()
+            label = await self._handle(origin)
+        except Exception as exc:  # the last resort: still one recorded outcome for the input
+            log.exception("input handling failed", extra={"topic": topic, "partition": partition, "offset": offset})
+            label = await self._reject(origin, "processor_error", f"the processor failed on this record: "
+                                       f"{type(exc).__name__}: {exc}")
+        self._metrics.inputs.labels(self._sources.get(topic, topic), label).inc()
         self._metrics.turn_seconds.observe(time.perf_counter() - started)
-        return outcome
+        return label
 
-    async def _handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
-        where = (topic, partition, offset, key, value)
+    async def _handle(self, origin: Origin) -> str:
         try:
             message: Envelope = (
-                decode_step_result(value) if topic == self._names.step_results else decode_agent_input(value)
+                decode_step_result(origin.value) if origin.topic == self._names.step_results
+                else decode_agent_input(origin.value)
             )
         except InvalidMessageError as exc:
-            return await self._dead_letter(exc.code, str(exc), *where)
+            return await self._reject(origin, exc.code, str(exc))
+        key = origin.key
         if key is None or key != message.key:
             shown = key.decode(errors="replace") if key is not None else None
-            return await self._dead_letter(
-                "key_mismatch",
+            return await self._reject(
+                origin, "key_mismatch",
                 f"record key {shown!r} differs from agent_id {message.agent_id!r}; "
                 "produce every record with its agent ID as the key",
-                *where,
             )
-
-        source = f"{topic}#{partition}"
-        now = datetime.now(timezone.utc)
         stored = self._store.get(key)
-        record = AgentRecord.from_bytes(stored) if stored else None
-        if record is not None and record.delivery.is_redelivery(source, offset):
-            # Re-written so the changelog holds it even if the crash that caused the
-            # redelivery lost the previous write; and what the record still expects to
-            # have been sent is sent again, in case the crash lost it (all idempotent).
-            self._store.set(key, stored)  # type: ignore[arg-type]
-            if key not in self._resent:
-                self._resent.add(key)
-                await self._publish_outputs(self._engine.pending_outputs(record))
+        record = None
+        if stored:
+            try:
+                record = AgentRecord.from_bytes(stored)
+            except ValidationError as exc:
+                return await self._reject(origin, "record_unreadable", _unreadable(stored, exc))
+            if record.undelivered and await self._deliver(record.outbox) is None:
+                record = record.model_copy(update={"undelivered": False})
+                self._engine.forget(message.agent_id)  # its next turn may unstick it at once
+
+        now = datetime.now(timezone.utc)
+        outcome = await self._engine.apply(record, message, now, origin)  # type: ignore[arg-type]
+        if outcome.redelivered:
+            assert record is not None and stored is not None
+            await self._resend(key, record, stored)
             return "duplicate"
-        dedup_key = getattr(message, "idempotency_key", None) or message.message_id
-        if record is not None:
-            record.delivery.prune(now.timestamp(), self._dedup.window_s, self._dedup.max_keys)
-            if record.delivery.is_duplicate(dedup_key):
-                record.delivery.mark_offset(source, offset)
-                self._store.set(key, record.to_bytes())
-                return "duplicate"
+        if outcome.stored is not None:
+            await self._persist(key, outcome.stored)
+        problem = await self._deliver(outcome.publish)
+        if problem is not None:
+            if outcome.record is None:
+                log.error("outputs undeliverable", extra={"agent_id": message.agent_id, "reason": problem})
+            else:
+                outcome = self._engine.undeliverable(outcome.record, problem, now)
+                assert outcome.stored is not None
+                await self._persist(key, outcome.stored)
+        elif outcome.stored is not None:
+            self._settle(key, outcome.stored)
+        self._observe(str(getattr(message, "kind", "unknown")), outcome)
+        if outcome.record is not None:
+            self.timers.track_record(outcome.record)
+        return outcome.label
 
-        turn: TurnOutcome = await self._engine.apply(record, message, now)  # type: ignore[arg-type]
-        if turn.rejection is not None:
-            if record is not None:
-                record.delivery.mark_offset(source, offset)
-                self._store.set(key, record.to_bytes())
-            await self._publish_outputs(turn)
-            return await self._dead_letter(turn.rejection.code, turn.rejection.reason, *where)
+    # -- the steps of a record's life ------------------------------------------------------
 
-        new = turn.record
-        assert new is not None
-        new.delivery.remember(source, offset, dedup_key, now.timestamp(), self._dedup.window_s, self._dedup.max_keys)
-        if not turn.ignored:
-            new.inputs_applied += 1
-        self._store.set(key, new.to_bytes())
-        for update in turn.updates:
-            await self._send(self._names.agent_updates, update.key, update.to_bytes())
-            self._metrics.updates_published.inc()
-            self._metrics.status_changes.labels(update.status.value).inc()
-        await self._publish_outputs(turn)
-        self.timers.track_record(new)
-        if not turn.ignored:
-            self._observe(str(getattr(message, "kind", "unknown")), turn)
-        return "ignored" if turn.ignored else "applied"
+    async def _persist(self, key: bytes, value: bytes) -> None:
+        self._metrics.record_bytes.observe(len(value))
+        await self._retrying("store the agent's record", lambda: self._store.put(key, value))
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        delivery = await self._publisher.publish(topic, key, value)
-        if delivery is not None:
-            self._in_flight.append(delivery)
+    async def _deliver(self, items: list[OutboxItem]) -> str | None:
+        """Publish `items` and wait until the broker has all of them; the reason if it never will."""
+        acks = []
+        try:
+            for item in items:
+                topic = self._topic_of(item)
+                value = json.dumps(item.value, separators=(",", ":")).encode()
+                key = item.key.encode() if item.key is not None else None
+                ack = await self._retrying(f"publish to {topic}", lambda: self._publisher.publish(topic, key, value))
+                if ack is not None:
+                    acks.append(ack)
+                if item.topic == "agent-updates":
+                    self._metrics.updates_published.inc()
+            for ack in acks:
+                await ack
+        except UndeliverableError as exc:
+            return str(exc)
+        return None
 
-    async def _publish_outputs(self, turn: TurnOutcome) -> None:
-        """Step commands, and records for agent-events: children to start or cancel, parents' results."""
-        for command in turn.commands:
-            await self._send(self._names.step_commands(command.task_queue), command.key, command.to_bytes())
-        for message in turn.messages:
-            await self._send(self._names.agent_events, message.key, message.to_bytes())
+    async def _resend(self, key: bytes, record: AgentRecord, stored: bytes) -> None:
+        """A redelivery: the crash that caused it may have lost the record's changelog write
+        or its outputs, so both go out again (all idempotent), unless this process saw them
+        through itself."""
+        if self._settled.get(key) == hash(stored):
+            return
+        await self._persist(key, stored)
+        if await self._deliver(record.outbox) is None:
+            self._settle(key, stored)
+
+    def _settle(self, key: bytes, stored: bytes) -> None:
+        self._settled[key] = hash(stored)
+        self._settled.move_to_end(key)
+        while len(self._settled) > REMEMBERED_RECORDS:
+            self._settled.popitem(last=False)
+
+    async def _reject(self, origin: Origin, code: str, reason: str) -> str:
+        """Dead-letter a record that reaches no agent's record (undecodable, unreadable state)."""
+        letter = dead_letter(origin, code, reason, self._identity)
+        await self._retrying("dead-letter a record", lambda: self._publish_now(self._names.dead_letters,
+                                                                                origin.key, letter.to_bytes()))
+        self._count_dead_letter(letter)
+        return "dead_lettered"
+
+    async def _publish_now(self, topic: str, key: bytes | None, value: bytes) -> None:
+        ack = await self._publisher.publish(topic, key, value)
+        if ack is not None:
+            await ack
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry transient storage/broker failures until they pass: the input waits, nothing is lost."""
+        delay, failures = RETRY_FIRST_S, 0
+        while True:
+            try:
+                return await attempt()
+            except UndeliverableError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "retrying after a failure",
+                    extra={"what": what, "failures": failures, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _topic_of(self, item: OutboxItem) -> str:
+        names = self._names
+        if item.topic == "step-commands":
+            return names.step_commands(item.task_queue or "")
+        return {"agent-events": names.agent_events, "agent-updates": names.agent_updates,
+                "dead-letters": names.dead_letters}[item.topic]
+
+    # -- metrics and logs ------------------------------------------------------------------
+
+    def _count_dead_letter(self, letter: DeadLetter) -> None:
+        self._metrics.dead_letters.labels(letter.reason_code).inc()
+        log.warning(
+            "record dead-lettered",
+            extra={"reason_code": letter.reason_code, "reason": letter.reason, "topic": letter.source_topic,
+                   "partition": letter.partition, "offset": letter.offset},
+        )
 
     def _observe(self, kind: str, turn: TurnOutcome) -> None:
         metrics, facts = self._metrics, turn.facts
+        for letter in turn.dead_letters:
+            self._count_dead_letter(letter)
+        for update in turn.updates:
+            metrics.status_changes.labels(update.status.value).inc()
+        if turn.label not in ("applied", "parked"):
+            return
         metrics.turns.labels(kind).inc()
         metrics.journal_length.observe(facts.journal_length)
         metrics.steps_dispatched.inc(len(turn.commands))
@@ -182,23 +271,23 @@ class InputHandler:
         if facts.blocked:
             metrics.blocked_turns.inc()
 
-    async def _dead_letter(
-        self, code: str, reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-    ) -> str:
-        letter = DeadLetter.of(
-            reason_code=code,
-            reason=reason,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            value=value,
-            rejected_by=self._identity,
+
+def _unreadable(stored: bytes, exc: ValidationError) -> str:
+    """Why a stored record cannot be read, and what to do about it."""
+    try:
+        written = int(json.loads(stored).get("format", 1))
+    except Exception:
+        written = None
+    if written is not None and written > FORMAT:
+        return (
+            f"the agent's record was written by a newer agentstream (record format {written}, this processor reads "
+            f"up to {FORMAT}); run the newer version on every processor, then replay this dead letter"
         )
-        await self._send(self._names.dead_letters, key, letter.to_bytes())
-        self._metrics.dead_letters.labels(code).inc()
-        log.warning(
-            "record dead-lettered",
-            extra={"reason_code": code, "reason": reason, "topic": topic, "partition": partition, "offset": offset},
+    unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]]
+    if unknown:
+        return (
+            f"the agent's record has fields this version does not know ({', '.join(unknown[:5])}): it was written "
+            "by a newer agentstream; run the newer version on every processor, then replay this dead letter"
         )
-        return "dead_lettered"
+    details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+    return f"the agent's stored record cannot be read ({details}); it is kept unchanged"

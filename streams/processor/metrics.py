@@ -35,6 +35,7 @@ class ProcessorMetrics:
     agents: Gauge
     nondeterminism: Counter
     blocked_turns: Counter
+    record_bytes: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "ProcessorMetrics":
@@ -153,6 +154,13 @@ class ProcessorMetrics:
             blocked_turns=Counter(
                 "agentstream_blocked_turns",
                 "Turns stopped by the turn time limit because agent code blocked the event loop.",
+                registry=registry,
+            ),
+            record_bytes=Histogram(
+                "agentstream_record_bytes",
+                "Size of each agent record written (RocksDB and the changelog); a record must fit one Kafka "
+                "message (AGENTSTREAM_MAX_RECORD_BYTES).",
+                buckets=(1e3, 4e3, 16e3, 64e3, 128e3, 256e3, 512e3, 768e3, 1e6),
                 registry=registry,
             ),
         )

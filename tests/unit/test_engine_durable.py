@@ -62,6 +62,10 @@ class Pipeline:
 class PipelineChanged(Pipeline):
     """The same agent after an incompatible edit: the second step now calls another function."""
 
+    @agent.event
+    async def finish(self) -> None:
+        self.finish = True
+
     @agent.run
     async def run(self, start: str) -> list[str]:
         self.ids.append(agent.uuid())
@@ -649,18 +653,19 @@ async def test_a_stuck_agent_can_still_be_cancelled() -> None:
     assert [u.status for u in outcome.updates] == [AgentStatus.CANCELLED]
 
 
-async def test_pending_outputs_are_what_a_crash_may_have_lost_and_a_resent_schedule_is_harmless() -> None:
+async def test_the_outbox_holds_what_a_crash_may_have_lost_and_a_resent_schedule_is_harmless() -> None:
     turns = Turns()
     outcome = await turns.schedule("Durable.Parent", "mom", ["ann"])
     sent = {m.message_id for m in outcome.messages}
-    again = turns.engine.pending_outputs(turns.record("mom"))
-    assert {m.message_id for m in again.messages} == sent  # both children's schedules, same IDs
+    outbox = turns.record("mom").outbox
+    assert {item.value["message_id"] for item in outbox if item.topic == "agent-events"} == sent
     await turns.deliver_all(outcome.messages)
     child = outcome.messages[1]
     step = only_command(turns.outcomes[-1])
-    assert [c.message_id for c in turns.engine.pending_outputs(turns.record(child.agent_id)).commands] == [step.message_id]
+    child_outbox = turns.record(child.agent_id).outbox
+    assert [item.value["message_id"] for item in child_outbox if item.topic == "step-commands"] == [step.message_id]
     resent = await turns.apply(child)  # type: ignore[arg-type]
-    assert resent.ignored and resent.rejection is None and resent.messages == []
+    assert resent.label in ("ignored", "duplicate") and resent.rejection is None and resent.messages == []
     done = await turns.complete(step, "ANN")
-    report = turns.engine.pending_outputs(turns.record(child.agent_id)).messages
-    assert [m.message_id for m in report] == [m.message_id for m in done.messages]
+    report = [item.value["message_id"] for item in turns.record(child.agent_id).outbox if item.topic == "agent-events"]
+    assert report == [m.message_id for m in done.messages]

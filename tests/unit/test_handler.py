@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agentstream.agents import agent
-from agentstream.streams.engine import AgentRecord, DurableEngine
-from agentstream.streams.processor.handler import DedupPolicy, InputHandler
+from agentstream.streams.engine import AgentRecord, DedupPolicy, DurableEngine, EngineConfig
+from agentstream.streams.processor.handler import InputHandler
 from agentstream.streams.processor.metrics import ProcessorMetrics
 from agentstream.topics import (
     AgentStatus,
@@ -51,7 +51,7 @@ class DictStore:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def set(self, key: bytes, value: bytes) -> None:
+    async def put(self, key: bytes, value: bytes) -> None:
         self.writes += 1
         self.data[key] = value
 
@@ -76,11 +76,10 @@ class Harness:
     def __post_init__(self) -> None:
         self.handler = InputHandler(
             names=NAMES,
-            engine=DurableEngine(),
+            engine=DurableEngine(EngineConfig(dedup=DedupPolicy(window_s=3600.0, max_keys=100))),
             store=self.store,
             publisher=self.publisher,
             metrics=ProcessorMetrics.create(self.registry),
-            dedup=DedupPolicy(window_s=3600.0, max_keys=100),
             identity=IDENTITY,
         )
 

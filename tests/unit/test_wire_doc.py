@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 
 import agentstream.streams.engine.durable as durable_module
+import agentstream.streams.engine.seal as seal_module
 import agentstream.streams.processor.handler as handler_module
 import agentstream.topics as topics_package
 from agentstream.topics import _envelopes
@@ -50,8 +51,10 @@ AGENT_INPUT_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentInput)
 
 
 def _expected_required(model: type[BaseModel], name: str) -> bool:
-    # `kind` has a default but is the discriminator of agent-events, so it must be sent there.
-    return model.model_fields[name].is_required() or (name == "kind" and model in AGENT_INPUT_MODELS)
+    # `kind` has a default but is the discriminator of agent-events, so it must be sent there;
+    # on step-results a record without it is a step_result, so a step_progress must send it.
+    must_send_kind = model in AGENT_INPUT_MODELS or model is _envelopes.StepProgress
+    return model.model_fields[name].is_required() or (name == "kind" and must_send_kind)
 
 
 # --- what the doc says --------------------------------------------------------------
@@ -206,12 +209,14 @@ def test_field_table_of_each_nested_model_matches(name: str) -> None:
 def _produced_reason_codes() -> set[str]:
     patterns = [
         r'InvalidMessageError\(\s*"(\w+)"',
-        r'_dead_letter\(\s*"(\w+)"',
+        r'_reject\(\s*origin,\s*"(\w+)"',
+        r'Rejection\(\s*"(\w+)"',
+        r'parked_letter\([^,]+,\s*"(\w+)"',
         r'rejected\(\s*[\w.]+,\s*"(\w+)"',
         r'\breject\(\s*"(\w+)"',  # the schedule's local helper in the engine
     ]
     codes: set[str] = set()
-    for module in (_envelopes, handler_module, durable_module):
+    for module in (_envelopes, handler_module, durable_module, seal_module):
         source = Path(module.__file__).read_text(encoding="utf-8")  # type: ignore[arg-type]
         found = {code for pattern in patterns for code in re.findall(pattern, source)}
         assert found, f"no reason codes found in {module.__name__}; update this test's patterns"

@@ -38,8 +38,8 @@ class Turns:
     async def apply(self, message: Input, *, advance: float = 1.0) -> TurnOutcome:
         self.now += timedelta(seconds=advance)
         outcome = await self.engine.apply(self.records.get(message.agent_id), message, self.now)
-        if outcome.rejection is None and outcome.record is not None:
-            self.records[message.agent_id] = outcome.record
+        if outcome.stored is not None:  # what the processor would persist, read back as it would be
+            self.records[message.agent_id] = AgentRecord.from_bytes(outcome.stored)
         self.outcomes.append(outcome)
         return outcome
 
@@ -60,7 +60,9 @@ class Turns:
                                                                              retryable=retryable)))
 
     async def fire(self, agent_id: str, timer_id: str, *, advance: float = 1.0) -> TurnOutcome:
+        """Fire a timer at its due time (time moves on to it if it lies ahead)."""
         record = self.record(agent_id)
+        self.now = max(self.now, record.timers[timer_id] - timedelta(seconds=advance))
         return await self.apply(
             TimerFired(agent_id=agent_id, run_id=record.run_id, timer_id=timer_id, fire_at=record.timers[timer_id]),
             advance=advance,

@@ -1,0 +1,145 @@
+"""Sealing a turn: the last thing the engine does to an agent's record before it is stored.
+
+Every input ends here, whatever it did: its offset and idempotency key are noted
+(dedup.py), the records it produced become the record's outbox (published from there,
+the first time and after a crash), the record is checked against the size one Kafka
+message can carry, and serialised. One place, so a record has one author.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from agentstream.topics import AgentStatus, DeadLetter, derived_message_id
+
+from . import dedup
+from .base import Input, Origin, TurnOutcome, dead_letter
+from .record import AgentRecord, OutboxItem
+from .turn import status_update
+
+if TYPE_CHECKING:
+    from .durable import EngineConfig
+
+
+class Sealer:
+    def __init__(self, config: "EngineConfig") -> None:
+        self.config = config
+
+    def duplicate(self, record: AgentRecord, source: str | None, offset: int | None, *, redelivered: bool) -> TurnOutcome:
+        """An input applied before. A redelivery changes nothing; a client's duplicate only
+        moves the offset, so that a redelivery of it is recognised without its key."""
+        if redelivered or source is None or offset is None:
+            return TurnOutcome(record=record, label="duplicate", redelivered=redelivered)
+        new = _copy(record)
+        new.delivery.mark_offset(source, offset)
+        return TurnOutcome(record=new, label="duplicate", stored=new.to_bytes())
+
+    def seal(
+        self, record: AgentRecord | None, message: Input, now: datetime, origin: Origin | None, outcome: TurnOutcome
+    ) -> TurnOutcome:
+        label = outcome.label
+        if outcome.rejection is not None:
+            outcome.dead_letters.append(self._letter(message, origin, outcome.rejection.code, outcome.rejection.reason))
+            label = "dead_lettered"
+        elif not label:
+            label = "ignored" if outcome.ignored else "applied"
+        outcome.label = label
+        new = outcome.record
+        if new is None:  # no agent to keep anything with: publish directly
+            outcome.publish = _items(outcome)
+            return outcome
+        if new is record:
+            new = _copy(new)
+        source, offset = (origin.source, origin.offset) if origin is not None else (None, None)
+        dedup.note_applied(new, message, source, offset, now, self.config.dedup)
+        if label == "applied":
+            new.inputs_applied += 1
+        new.outbox = _items(outcome)
+        data = new.to_bytes()
+        if len(data) > self.config.max_record_bytes:
+            return self._too_large(record, message, now, origin, len(data))
+        outcome.record, outcome.stored, outcome.publish = new, data, new.outbox
+        return outcome
+
+    def undeliverable(self, record: AgentRecord, reason: str, now: datetime) -> TurnOutcome:
+        new = _copy(record, keep_outbox=True)
+        new.status, new.error, new.undelivered, new.updated_at = AgentStatus.STUCK, reason, True, now
+        outcome = TurnOutcome(record=new, label="parked")
+        if record.status is not AgentStatus.STUCK:
+            update = status_update(new, record.status, f"undeliverable:{record.revision}", now)
+            outcome.updates.append(update)
+            new.outbox = [*new.outbox, _item("agent-updates", update.agent_id, update)]
+        outcome.stored = new.to_bytes()
+        return outcome
+
+    def parked_letter(self, parked: dict[str, Any], code: str, reason: str) -> DeadLetter:
+        """A parked input that turned out to be unusable when its agent was unstuck."""
+        import json
+
+        value = json.dumps(parked).encode()
+        message_id = str(parked.get("message_id", "")) or derived_message_id(value.decode(), "parked")
+        topic = "step-results" if parked.get("kind") in ("step_result", "step_progress") else "agent-events"
+        letter = DeadLetter.of(
+            reason_code=code, reason=f"parked input: {reason}", topic=topic, partition=-1, offset=-1,
+            key=str(parked.get("agent_id", "")).encode(), value=value, rejected_by=self.config.identity,
+        )
+        return letter.model_copy(update={"message_id": derived_message_id(message_id, "dead-letter")})
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _letter(self, message: Input, origin: Origin | None, code: str, reason: str) -> DeadLetter:
+        if origin is not None:
+            return dead_letter(origin, code, reason, self.config.identity)
+        stand_in = Origin(topic="agent-events", partition=-1, offset=-1, key=message.key, value=message.to_bytes())
+        letter = dead_letter(stand_in, code, reason, self.config.identity)
+        return letter.model_copy(update={"message_id": derived_message_id(message.message_id, "dead-letter")})
+
+    def _too_large(
+        self, record: AgentRecord | None, message: Input, now: datetime, origin: Origin | None, size: int
+    ) -> TurnOutcome:
+        limit = self.config.max_record_bytes
+        reason = (
+            f"this input would grow the agent's record to {size} bytes, over the limit of {limit} bytes "
+            "(AGENTSTREAM_MAX_RECORD_BYTES; one record must fit one Kafka message): keep large data out of "
+            "the agent's fields, step inputs and results (store it elsewhere and keep a reference)"
+        )
+        if record is None:
+            return self.seal(None, message, now, origin, TurnOutcome.rejected(None, "record_too_large", reason))
+        source, offset = (origin.source, origin.offset) if origin is not None else (None, None)
+        parked = _copy(record)
+        parked.parked = [*record.parked, message.model_dump(mode="json")]
+        parked.status, parked.error, parked.updated_at = AgentStatus.STUCK, reason, now
+        dedup.note_applied(parked, message, source, offset, now, self.config.dedup)
+        outcome = TurnOutcome(record=parked, label="parked")
+        if record.status is not AgentStatus.STUCK:
+            update = status_update(parked, record.status, f"too-large:{record.revision}", now)
+            outcome.updates.append(update)
+            parked.outbox = [_item("agent-updates", update.agent_id, update)]
+        data = parked.to_bytes()
+        if len(data) > self.config.max_record_bytes:  # the input itself is too large to keep
+            return self.seal(record, message, now, origin, TurnOutcome.rejected(record, "record_too_large", reason))
+        outcome.stored, outcome.publish = data, parked.outbox
+        return outcome
+
+
+def _copy(record: AgentRecord, *, keep_outbox: bool = False) -> AgentRecord:
+    """A copy that may take new bookkeeping without touching `record` (fields are not changed here)."""
+    return record.model_copy(update={
+        "fields": dict(record.fields),
+        "delivery": record.delivery.model_copy(deep=True),
+        "outbox": list(record.outbox) if keep_outbox else [],
+    })
+
+
+def _item(topic: str, key: str | None, envelope: Any, task_queue: str | None = None) -> OutboxItem:
+    return OutboxItem(topic=topic, task_queue=task_queue, key=key,  # type: ignore[arg-type]
+                      value=envelope.model_dump(mode="json"))
+
+
+def _items(outcome: TurnOutcome) -> list[OutboxItem]:
+    items = [_item("step-commands", c.agent_id, c, c.task_queue) for c in outcome.commands]
+    items += [_item("agent-events", m.agent_id, m) for m in outcome.messages]
+    items += [_item("agent-updates", u.agent_id, u) for u in outcome.updates]
+    items += [_item("dead-letters", d.key if d.key_encoding == "utf-8" else None, d) for d in outcome.dead_letters]
+    return items
