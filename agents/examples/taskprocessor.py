@@ -33,10 +33,16 @@ with import_functions():  # in a real project: from src.functions.process import
 
 @agent.defn()
 class TaskProcessor:
+    # Typed fields are declared at class level, where the runtime can read the types
+    # back after a restart (an annotation on `self.x` inside __init__ is not kept).
+    config: Config | None
+    tasks: list[Task]
+    results: list[dict[str, str]]
+
     def __init__(self) -> None:
-        self.config: Config | None = None
-        self.tasks: list[Task] = []
-        self.results: list[dict[str, str]] = []
+        self.config = None
+        self.tasks = []
+        self.results = []
         self.completed = 0
         self.failed = 0
         self.end = False
@@ -60,26 +66,28 @@ class TaskProcessor:
     @agent.run
     async def run(self) -> dict[str, Any]:
         await condition(lambda: self.config is not None)
-        assert self.config is not None
         while not self.end:
             await condition(lambda: bool(self.tasks) or self.end or agent.should_continue_as_new())
             if agent.should_continue_as_new():
                 agent.agent_continue_as_new()
             while self.tasks:
-                task = self.tasks.pop(0)
-                try:
-                    result = await agent.step(
-                        function=process_item,
-                        function_input=task,
-                        start_to_close_timeout=timedelta(seconds=60),
-                        retry_policy=RetryPolicy(
-                            max_attempts=self.config.max_retries, initial_interval=timedelta(seconds=0.2)
-                        ),
-                    )
-                    self.results.append(result)
-                    self.completed += 1
-                    log.info("task complete", task_id=task.id)
-                except Exception as exc:
-                    self.failed += 1
-                    log.error("task failed", task_id=task.id, error=repr(exc))
+                await self.process(self.tasks.pop(0))
         return {"status": "ended", "completed": self.completed, "failed": self.failed}
+
+    async def process(self, task: Task) -> None:
+        """One task, in its own frame: no local of it outlives the task (locals across a
+        wait are state too, and would keep the idle agent from being compacted)."""
+        assert self.config is not None
+        try:
+            result = await agent.step(
+                function=process_item,
+                function_input=task,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(max_attempts=self.config.max_retries, initial_interval=timedelta(seconds=0.2)),
+            )
+            self.results.append(result)
+            self.completed += 1
+            log.info("task complete", task_id=task.id)
+        except Exception as exc:
+            self.failed += 1
+            log.error("task failed", task_id=task.id, error=repr(exc))

@@ -1,77 +1,171 @@
 """An agent instance from its fields: `__init__` for a new agent, else the saved JSON.
 
-Fields are saved as JSON. When a field's type is declared, at class level
-(`config: Config | None`) or where `__init__` sets it (`self.config: Config | None = None`),
-the saved value is validated back into that type, so the code sees the same objects
-after a restart or a compaction as before.
+Fields are saved as JSON; restoring them (after a compaction, a continue-as-new or a
+restart) must hand the code the same kinds of objects it had before. A field's type is:
+
+1. its class-level annotation, read with `typing.get_type_hints` (`config: Config | None`
+   in the class body). Python keeps no annotation written inside a method
+   (`self.config: Config | None = None` in `__init__` is a plain assignment at runtime),
+   so declare typed fields at class level;
+2. otherwise (no annotation, or `Any`) the type of its value when the base was taken: a
+   base's fields carry, under the reserved key `__types__`, the type of every such field
+   whose value is not plain JSON (a pydantic model, dataclass, datetime, tuple, set, ...).
+
+What neither can describe, such as an unannotated list of models, would come back as
+plain JSON; `differences` finds that so compaction is refused rather than changing it.
+
+The code always gets its own copy of the saved values: nothing it mutates can reach
+back into a record.
 """
 
 from __future__ import annotations
 
-import ast
-import copy
-import inspect
-import textwrap
+import importlib
+import logging
+from collections.abc import Mapping
 from functools import cache
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_origin, get_type_hints
 
 from pydantic import TypeAdapter
 
+from agentstream.agents.exceptions import NondeterminismError
 
-def _init_annotations(cls: type) -> dict[str, Any]:
-    """`self.name: T = ...` in the `__init__`s of `cls` and its bases, evaluated where they are written."""
-    found: dict[str, Any] = {}
+log = logging.getLogger("agentstream.engine")
+
+TYPES_KEY = "__types__"  # a dunder name: Python reserves those, so no field of the agent's own has it
+_JSON_TYPES = (dict, list, str, int, float, bool, type(None))
+
+
+def json_copy(value: Any) -> Any:
+    """A copy of a JSON value (dicts, lists and immutable scalars); much cheaper than deepcopy."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The class-level annotations of `cls` and its bases; those that do not resolve are left out."""
+    try:
+        return get_type_hints(cls)
+    except Exception:  # e.g. a name imported only for type checkers: resolve them one by one
+        pass
+    hints: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
-        init = klass.__dict__.get("__init__")
-        if init is None or not inspect.isfunction(init):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        for node in ast.walk(tree):
-            target = getattr(node, "target", None)
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(target, ast.Attribute)
-                and isinstance(target.value, ast.Name)
-                and target.value.id == "self"
-            ):
-                try:
-                    found[target.attr] = eval(  # noqa: S307 - the user's own annotation, in its module
-                        compile(ast.Expression(node.annotation), "<annotation>", "eval"), init.__globals__
-                    )
-                except Exception:
-                    continue
-    return found
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            holder = type("_", (), {"__annotations__": {name: annotation}, "__module__": klass.__module__})
+            try:
+                hints.update(get_type_hints(holder, localns=dict(vars(klass))))
+            except Exception as exc:
+                hints.pop(name, None)
+                log.warning(
+                    "the annotation of %s.%s does not resolve at runtime (%s); its values' own types are used",
+                    cls.__qualname__, name, exc,
+                )
+    return hints
 
 
 @cache
 def _adapters(cls: type) -> dict[str, TypeAdapter[Any]]:
-    hints: dict[str, Any] = _init_annotations(cls)
-    try:
-        hints.update(get_type_hints(cls))
-    except Exception:  # unresolvable class annotations: keep what __init__ declares
-        pass
+    """Adapters of the class-level annotations of `cls` and its bases (`Any` counts as none)."""
+    hints = _hints(cls)
     adapters = {}
     for name, hint in hints.items():
-        if name.startswith("__"):
+        if name.startswith("__") or hint is Any or get_origin(hint) is ClassVar:
             continue
         try:
             adapters[name] = TypeAdapter(hint)
-        except Exception:  # not a type pydantic knows: the field stays plain JSON
+        except Exception:  # not a type pydantic knows: the value's own type is used instead
             continue
     return adapters
 
 
-def make_instance(cls: type, fields: dict[str, Any] | None) -> Any:
+@cache
+def _adapter_for(klass: type) -> TypeAdapter[Any]:
+    return TypeAdapter(klass)
+
+
+def _resolve(name: str) -> type:
+    module, _, qualname = name.partition(":")
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    if not isinstance(found, type):
+        raise TypeError(f"{name} is not a type")
+    return found
+
+
+_type_names: dict[type, str | None] = {}
+
+
+def _type_name(klass: type) -> str | None:
+    """`module:qualname` of a type that can be found again by that name and validated into."""
+    if klass not in _type_names:
+        name = f"{klass.__module__}:{klass.__qualname__}"
+        try:
+            restorable = _resolve(name) is klass and _adapter_for(klass) is not None
+        except Exception:  # a local class, or one pydantic cannot build: not restorable by name
+            restorable = False
+        _type_names[klass] = name if restorable else None
+    return _type_names[klass]
+
+
+def field_types(cls: type, values: Mapping[str, Any]) -> dict[str, str]:
+    """The type names to save with a snapshot of `values`: unannotated fields holding non-JSON values."""
+    adapters = _adapters(cls)
+    types = {}
+    for name, value in values.items():
+        if name in adapters or type(value) in _JSON_TYPES:
+            continue
+        type_name = _type_name(type(value))
+        if type_name is not None:
+            types[name] = type_name
+    return types
+
+
+def with_types(fields: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    """Saved fields plus the types of their unannotated values, as a base keeps them."""
+    return {**fields, TYPES_KEY: types} if types else fields
+
+
+def make_instance(cls: type, fields: Mapping[str, Any] | None) -> Any:
+    """A new instance (`fields` None) or one restored from saved fields, with its own copies."""
     if fields is None:
         return cls()
     instance: Any = object.__new__(cls)
     adapters = _adapters(cls)
+    types = fields.get(TYPES_KEY) or {}
     restored = {}
     for name, value in fields.items():
-        adapter = adapters.get(name)
-        restored[name] = adapter.validate_python(value) if adapter is not None else copy.deepcopy(value)
+        if name == TYPES_KEY:
+            continue
+        try:
+            adapter = adapters.get(name)
+            if adapter is None and name in types:
+                adapter = _adapter_for(_resolve(types[name]))
+            copied = json_copy(value)
+            restored[name] = copied if adapter is None else adapter.validate_python(copied)
+        except Exception as exc:  # the code's type for it changed since the record was saved
+            raise NondeterminismError(
+                f"field {name!r} of {cls.__qualname__} cannot be restored from the record: {type(exc).__name__}: {exc}"
+            ) from exc
     instance.__dict__.update(restored)
     return instance
+
+
+def differences(original: Mapping[str, Any], restored: Mapping[str, Any]) -> list[str]:
+    """Fields whose restored value is not the same type and value as the original's."""
+    changed = []
+    for name in original.keys() | restored.keys():
+        if name not in original or name not in restored:
+            changed.append(name)
+            continue
+        a, b = original[name], restored[name]
+        try:
+            same = type(a) is type(b) and bool(a == b)
+        except Exception:  # a value that cannot even be compared cannot be shown to be the same
+            same = False
+        if not same:
+            changed.append(name)
+    return sorted(changed)

@@ -3,19 +3,24 @@
 A replay starts the base's coroutines on the base's fields, then feeds the journal
 through them turn by turn, checking that the code issues exactly the commands the
 journal recorded. Compaction re-runs the waiting coroutines from their top on the
-current fields (DESIGN.md guarantee 5) and, if that reaches the same waits without
-issuing anything or changing a field, makes the current fields the new base.
+current fields (DESIGN.md guarantee 5) and, if that reaches the same waits with the
+same locals, without issuing anything or changing a field, makes the current fields
+(with the types of unannotated ones) the new base.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from agentstream.agents._registry import AgentDefinition
 from agentstream.agents.exceptions import NondeterminismError
 
+from .fields import differences
 from .record import AgentRecord, Base, JournalEntry, Seed
 from .runtime import Identity, LiveAgent, Mode
+
+log = logging.getLogger("agentstream.engine")
 
 
 def identity_of(record: AgentRecord, task_queue: str) -> Identity:
@@ -104,21 +109,53 @@ def pending_seqs(record: AgentRecord) -> set[int]:
     return seqs
 
 
+_explained: set[tuple[str, str]] = set()
+
+
+def _explain_once(agent_type: str, fields: list[str]) -> None:
+    for name in fields:
+        if (agent_type, name) not in _explained:
+            _explained.add((agent_type, name))
+            log.warning(
+                "%s is not compacted: its field %r would not come back from JSON as it is "
+                "(declare its type at class level, e.g. `%s: list[MyModel]`)", agent_type, name, name,
+            )
+
+
 def try_compact(record: AgentRecord, live: LiveAgent, now: datetime) -> LiveAgent | None:
-    """Compact `record` in place if guarantee 5 allows it; returns the new live state."""
+    """Compact `record` in place if guarantee 5 allows it; returns the new live state.
+
+    Compaction restarts every waiting coroutine from its top on fields restored from
+    the snapshot, exactly as a replay from the new base would. It is allowed only if
+    that changes nothing the code can see: the restored fields equal the live ones
+    (same types too), the restarts issue nothing and end up where the live coroutines
+    wait, with the same fields and the same locals in every frame of the agent's code
+    on each await chain (a loop counter is state too).
+    """
     if not live.is_quiescent():
         return None
+    waits = live.wait_states()
+    if waits is None:  # a local that cannot be snapshotted
+        return None
     seeds = live.waiting_seeds()
-    rerun = LiveAgent(
-        live.definition,
-        live.identity,
-        record.fields,
-        next_seq=live.next_seq,
-        draws=live.draws,
-        mode=Mode.RERUN,
-        continue_as_new_after=live.continue_as_new_after,
-    )
-    base = Base(fields=record.fields, seeds=[], next_seq=live.next_seq, draws=live.draws, at=now)
+    fields = live.base_fields(record.fields)
+    try:
+        rerun = LiveAgent(
+            live.definition,
+            live.identity,
+            fields,
+            next_seq=live.next_seq,
+            draws=live.draws,
+            mode=Mode.RERUN,
+            continue_as_new_after=live.continue_as_new_after,
+        )
+    except Exception:  # a field the base could not restore
+        return None
+    changed = differences(vars(live.instance), vars(rerun.instance))
+    if changed:  # a field would come back as another type or value
+        _explain_once(live.definition.name, changed)
+        return None
+    base = Base(fields=fields, seeds=[], next_seq=live.next_seq, draws=live.draws, at=now)
     try:
         rerun.begin_turn(now, 0)
         for seed in seeds:
@@ -131,7 +168,7 @@ def try_compact(record: AgentRecord, live: LiveAgent, now: datetime) -> LiveAgen
         or any(task.done() for task in rerun.seeds)
         or not rerun.is_quiescent()
         or rerun.snapshot_fields() != record.fields
-        or rerun.wait_positions() != live.wait_positions()
+        or rerun.wait_states() != waits
     ):
         return None
     base.seeds = rerun.waiting_seeds()  # each keeps only what its restart actually reused

@@ -4,18 +4,24 @@
 engine feeds it one input per turn and drains its loop; it records the commands the
 code issued. The same class replays a journal (mode REPLAY) and re-runs waiting
 coroutines for compaction (mode RERUN); in both, nothing it issues is sent.
+
+Every value handed to agent code (fields, payloads, step and child results) is its own
+copy, so nothing the code mutates can reach back into the record or the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
+import os
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from functools import cache
 from typing import Any, NoReturn
 
 from pydantic_core import to_jsonable_python
@@ -26,7 +32,7 @@ from agentstream.agents.exceptions import ChildFailedError, StepFailedError, Tim
 from agentstream.topics import AgentStatus, ParentRef, derived_message_id, run_id_for
 
 from .commands import Cancel, ChildCall, Command, StepCall, TimerCall
-from .fields import make_instance
+from .fields import field_types, json_copy, make_instance, with_types
 from .loop import AgentLoop
 from .record import Consumed, Outcome, Seed
 
@@ -96,7 +102,7 @@ class LiveAgent(AgentRuntime):
         else:
             event = definition.events[seed.name or ""]
             method, parameter = event.method_name, event.parameter
-        args = [] if parameter is None else parameter.arguments(seed.payload)
+        args = [] if parameter is None else parameter.arguments(json_copy(seed.payload))
         coro = getattr(definition.cls, method)(self.instance, *args)
         task = self.loop.create_task(coro, name=f"{self.identity.agent_id}:{seed.name or seed.kind}")
         self.seeds[task] = seed
@@ -144,6 +150,14 @@ class LiveAgent(AgentRuntime):
     def snapshot_fields(self) -> dict[str, Any]:
         return to_jsonable_python(vars(self.instance))  # type: ignore[no-any-return]
 
+    def base_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields`, this agent's snapshot, as a base keeps them: with the types of its
+        unannotated non-JSON values, so a restore hands the code the same kinds of objects."""
+        try:
+            return with_types(fields, field_types(self.definition.cls, vars(self.instance)))
+        except Exception:  # cannot name them: they come back as plain JSON (compaction sees it)
+            return fields
+
     def is_quiescent(self) -> bool:
         """Nothing in flight, and every live coroutine is a seed waiting on a condition."""
         if self._waiting:
@@ -162,8 +176,16 @@ class LiveAgent(AgentRuntime):
             if not task.done()
         ]
 
-    def wait_positions(self) -> list[tuple[tuple[str, str, int], ...]]:
-        return [_await_stack(task.get_coro()) for task in self.seeds if not task.done()]
+    def wait_states(self) -> list[tuple[WaitFrame, ...]] | None:
+        """Where each waiting seed is suspended, with the locals of its own frames as JSON.
+
+        None if a local cannot be snapshotted: then nobody can show that a restart
+        would rebuild it, and compaction must not happen.
+        """
+        try:
+            return [_await_stack(task.get_coro(), self.instance) for task in self.seeds if not task.done()]
+        except Exception:
+            return None
 
     def forget_prologues(self) -> None:
         for prologue in self._prologues.values():
@@ -239,7 +261,7 @@ class LiveAgent(AgentRuntime):
                 error_type=outcome.error_type or "Error",
                 attempts=outcome.attempts,
             )
-        return outcome.value
+        return json_copy(outcome.value)  # the journal keeps the original
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -292,7 +314,7 @@ class LiveAgent(AgentRuntime):
                 f"child {agent_type} ended {outcome.error_type}: {outcome.message}",
                 child_id=agent_id or "", status=outcome.error_type or AgentStatus.FAILED.value,
             )
-        return outcome.value
+        return json_copy(outcome.value)  # the journal keeps the original
 
     # -- loop timers: asyncio.sleep / asyncio.timeout in agent code are durable too ------
 
@@ -349,14 +371,40 @@ class LiveAgent(AgentRuntime):
             self._consumed[task].append(item)
 
 
-def _await_stack(coro: Any) -> tuple[tuple[str, str, int], ...]:
-    """Where a coroutine is suspended: (file, function, line) of each frame down the await chain."""
-    frames = []
+# (file, function, line, locals as JSON); the locals are None for agentstream's and asyncio's own frames
+WaitFrame = tuple[str, str, int, Any]
+
+# Frames of these folders are the machinery (condition's predicate, futures), not agent
+# state; agent code, including agentstream's examples, lives elsewhere.
+_MACHINERY = frozenset(
+    os.path.dirname(os.path.abspath(path))
+    for path in (__file__, asyncio.__file__, inspect.getfile(AgentRuntime))
+)
+
+
+@cache
+def _is_machinery(filename: str) -> bool:
+    return os.path.dirname(os.path.abspath(filename)) in _MACHINERY
+
+
+def _await_stack(coro: Any, instance: Any) -> tuple[WaitFrame, ...]:
+    """Each frame down a coroutine's await chain: where it is suspended, and its locals.
+
+    The locals of the agent's code are snapshotted as JSON, without `self` (the fields
+    are compared on their own); raises PydanticSerializationError for a local that is
+    not JSON.
+    """
+    frames: list[WaitFrame] = []
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
             break
-        frames.append((frame.f_code.co_filename, frame.f_code.co_qualname, frame.f_lineno))
+        code = frame.f_code
+        state = None
+        if not _is_machinery(code.co_filename):
+            own = {name: value for name, value in frame.f_locals.items() if name != "self" and value is not instance}
+            state = to_jsonable_python(own) if own else {}
+        frames.append((code.co_filename, code.co_qualname, frame.f_lineno, state))
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return tuple(frames)
 

@@ -41,9 +41,11 @@ with import_functions():
 class FlakyTasks:
     """The TaskProcessor shape: configure, add_task and end events; run works the queue."""
 
+    tasks: list[Task]  # at class level: the runtime restores the models from it after a restart
+
     def __init__(self) -> None:
         self.config: dict[str, Any] | None = None
-        self.tasks: list[Task] = []
+        self.tasks = []
         self.done_ids: list[str] = []
         self.failed = 0
         self.end = False
