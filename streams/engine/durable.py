@@ -274,7 +274,8 @@ class DurableEngine:
 
     def _writer(self, record: AgentRecord, cause: str, now: datetime) -> TurnWriter:
         def fresh(restarted: AgentRecord) -> LiveAgent:
-            return self._new_live(restarted, self._definition(restarted.agent_type), restarted.fields)
+            assert restarted.base is not None  # a new run restarts from its base, types included
+            return self._new_live(restarted, self._definition(restarted.agent_type), restarted.base.fields)
 
         return TurnWriter(record, cause, now, config=self.config, fresh=fresh)
 

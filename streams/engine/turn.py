@@ -162,7 +162,7 @@ class TurnWriter:
             restart = self._finish_seeds(current)
             if restart is None:
                 break
-            current = self._continue_as_new(restart.agent_input)
+            current = self._continue_as_new(restart.agent_input, current)
         else:
             self.end(AgentStatus.FAILED, None, f"run continued as new {MAX_RESTARTS_PER_TURN} times in one turn")
             return self.outcome(), None
@@ -211,7 +211,7 @@ class TurnWriter:
             self.record.events[index] = received.model_copy(update={**update, "done": True})
             return
 
-    def _continue_as_new(self, new_input: Any) -> LiveAgent:
+    def _continue_as_new(self, new_input: Any, previous: LiveAgent) -> LiveAgent:
         """Restart run in place: same agent, fields kept, a new run with an empty journal."""
         record = self.record
         for index, received in enumerate(record.events):
@@ -223,7 +223,7 @@ class TurnWriter:
         if new_input is not None:
             record.input = new_input
         seed = Seed(kind="run", payload=record.input)
-        record.base = Base(fields=record.fields, seeds=[seed], at=self.now)
+        record.base = Base(fields=previous.base_fields(record.fields), seeds=[seed], at=self.now)
         record.journal, record.steps, record.timers, record.children = [], {}, {}, {}
         self.updates.append(status_update(record, AgentStatus.RUNNING, self.cause, self.now))
         live = self.fresh(record)

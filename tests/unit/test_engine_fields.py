@@ -220,10 +220,6 @@ class Renewed:
         agent.agent_continue_as_new(input=generation + 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="turn.py's continue-as-new builds the new base from record.fields, without live.field_types()",
-)
 async def test_untyped_fields_keep_their_types_across_continue_as_new() -> None:
     turns = Turns()
     await turns.schedule("Fields.Renewed", "r")
