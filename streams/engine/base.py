@@ -130,3 +130,7 @@ class Engine(Protocol):
     def undeliverable(self, record: AgentRecord, reason: str, now: datetime) -> TurnOutcome:
         """`record`'s outbox cannot be published: park the agent, keeping the outbox."""
         ...
+
+    def forget(self, agent_id: str) -> None:
+        """Drop what this process holds in memory for the agent (its next input starts from its record)."""
+        ...

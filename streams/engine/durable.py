@@ -347,6 +347,7 @@ class DurableEngine:
         if purpose == "retry":
             del new.timers[message.timer_id]
             return TurnOutcome(record=new, commands=[steps.send_attempt(new, step, now)]), live
+        final: Outcome | None
         if purpose == "s2c":
             final, fact = steps.timed_out(step, now)
         elif purpose in steps.ATTEMPT_TIMERS:
@@ -474,7 +475,7 @@ class DurableEngine:
             try:
                 parked = item if not isinstance(item, dict) else _input_adapter.validate_python(item)
             except ValidationError as exc:
-                total.dead_letters.append(self._sealer.parked_letter(item, "invalid_parked_input", str(exc)))
+                total.dead_letters.append(self._sealer.parked_letter(_as_dict(item), "invalid_parked_input", str(exc)))
                 continue
             outcome = await self._turn_in_thread(total.record, parked, now)
             total.absorb(outcome)
@@ -483,7 +484,7 @@ class DurableEngine:
                     total.rejection = outcome.rejection
                 else:
                     total.dead_letters.append(
-                        self._sealer.parked_letter(item, outcome.rejection.code, outcome.rejection.reason)
+                        self._sealer.parked_letter(_as_dict(item), outcome.rejection.code, outcome.rejection.reason)
                     )
             elif outcome.record is not None:
                 total.record = outcome.record
@@ -503,7 +504,7 @@ class DurableEngine:
         try:
             parsed = item if not isinstance(item, dict) else _input_adapter.validate_python(item)
         except ValidationError as exc:
-            total.dead_letters.append(self._sealer.parked_letter(item, "invalid_parked_input", str(exc)))  # type: ignore[arg-type]
+            total.dead_letters.append(self._sealer.parked_letter(_as_dict(item), "invalid_parked_input", str(exc)))
             return
         outcome = self._stuck_input(total.record, parsed, now)
         if outcome.rejection is None:
@@ -524,3 +525,7 @@ class _ReplayFailed(Exception):
 
 def _parkable(message: Input) -> dict[str, Any]:
     return message.model_dump(mode="json")
+
+
+def _as_dict(item: Input | dict[str, Any]) -> dict[str, Any]:
+    return item if isinstance(item, dict) else _parkable(item)
