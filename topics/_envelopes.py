@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, TypeAdapter, ValidationError
 
 from .exceptions import InvalidMessageError
 
@@ -172,6 +172,38 @@ class StepResult(Envelope):
     output: JsonValue = None
     error: StepError | None = None
     duration_s: float = Field(0.0, ge=0)
+    command_id: str | None = None  # message_id of the StepCommand this answers; the worker sets it
+
+
+class StepProgress(Envelope):
+    """A worker started an attempt of a step, or the function heartbeated; on `step-results`."""
+
+    kind: Literal["step_progress"] = "step_progress"
+    run_id: str
+    step_id: str
+    attempt: int = Field(ge=1)
+    function: Name
+    event: Literal["started", "heartbeat"]
+    command_id: str  # message_id of the StepCommand this attempt runs
+
+
+def _step_results_kind(value: Any) -> str | None:
+    """The `kind` of a step-results record; a record without one is a step_result (its `kind` has a default)."""
+    if isinstance(value, dict):
+        kind = value.get("kind", "step_result")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "kind", None)
+
+
+StepResultsRecord = Annotated[
+    Union[Annotated[StepResult, Tag("step_result")], Annotated[StepProgress, Tag("step_progress")]],
+    Discriminator(
+        _step_results_kind,
+        custom_error_type="invalid_kind",
+        custom_error_message="a step-results record is an object whose kind is step_result or step_progress",
+    ),
+]
+"""What travels on `step-results`."""
 
 
 class AgentUpdate(Envelope):
@@ -279,12 +311,13 @@ def decode_agent_input(value: bytes | None) -> ScheduleAgent | SendEvent | Cance
     return _decode(_agent_input, value, "agent-events record")  # type: ignore[no-any-return]
 
 
-_step_result = TypeAdapter(StepResult)
+_step_results_record = TypeAdapter(StepResultsRecord)
 _step_command = TypeAdapter(StepCommand)
 
 
-def decode_step_result(value: bytes | None) -> StepResult:
-    return _decode(_step_result, value, "step-results record")  # type: ignore[no-any-return]
+def decode_step_result(value: bytes | None) -> StepResult | StepProgress:
+    """Decode a record of `step-results`: a result, or a progress record of an attempt still running."""
+    return _decode(_step_results_record, value, "step-results record")  # type: ignore[no-any-return]
 
 
 def decode_step_command(value: bytes | None) -> StepCommand:

@@ -125,11 +125,14 @@ async def _call(
     definition: FunctionDefinition,
     executor: Executor | None,
     on_heartbeat: Callable[[], None] | None,
+    on_start: Callable[[], None] | None,
 ) -> Any:
     try:
         args = [] if definition.parameter is None else [definition.parameter.validate(command.input)]
     except ValidationError as exc:
         raise _error(exc, retryable=False, type="InvalidInput") from exc
+    if on_start is not None:
+        on_start()
     beats = _Heartbeats(on_heartbeat)
     # The attempt runs in its own copy of the context with `_beat` set, so heartbeat()
     # finds this attempt's callback in its task or (via context.run) in its thread.
@@ -175,9 +178,12 @@ async def execute(
     executor: Executor | None = None,
     *,
     on_heartbeat: Callable[[], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> StepResult:
     """Run one attempt of `command`; never raises for a failure of the step itself.
 
+    `on_start` is called on the event loop just before the function is called (not for
+    an attempt that never calls it: expired, unknown function, invalid input).
     `on_heartbeat` is called (possibly from a worker thread) on every heartbeat().
     Cancelling the caller cancels an async function; a sync one runs on in its thread.
     """
@@ -194,7 +200,7 @@ async def execute(
                 type="FunctionNotFound",
                 message=f"no function {command.function!r} is registered on this worker's task queue",
             ))
-        value = await _call(command, definition, executor, on_heartbeat)
+        value = await _call(command, definition, executor, on_heartbeat, on_start)
         try:
             output = to_jsonable_python(value)
         except PydanticSerializationError as exc:
@@ -213,6 +219,7 @@ async def execute(
         output=output,
         error=error,
         duration_s=time.perf_counter() - started,
+        command_id=command.message_id,
     )
 
 

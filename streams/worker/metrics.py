@@ -14,6 +14,7 @@ class WorkerMetrics:
     in_flight: Gauge
     dead_letters: Counter
     heartbeats: Counter
+    duplicate_commands: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "WorkerMetrics":
@@ -46,6 +47,14 @@ class WorkerMetrics:
                 "heartbeat() calls from running step functions, by function; "
                 "a step with a heartbeat_timeout that stops calling it times out.",
                 ["function"],
+                registry=registry,
+            ),
+            duplicate_commands=Counter(
+                "agentstream_worker_duplicate_commands",
+                "Step commands this worker got again and did not run again, by action: republished "
+                "(it had completed them: the result it published is sent once more), joined (still "
+                "running: the copy completes with that attempt). Typical after a processor restart.",
+                ["action"],
                 registry=registry,
             ),
         )

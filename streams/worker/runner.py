@@ -6,6 +6,12 @@ as many records as there are free slots. Offsets are committed per partition up 
 (never past) the lowest record still running or whose result the broker has not yet
 acknowledged, so a crash, a shutdown or a rebalance re-runs steps (at least once)
 but never drops one.
+
+A command this worker sees again (same message_id: a processor re-sends its in-flight
+commands after a restart) is not run again: if it completed, the result it published
+is sent again (see completed.py); if it is still running, the copy completes when that
+attempt does. While an attempt runs, progress records (`started`, throttled heartbeats)
+tell the processor what its durable timeouts need (see progress.py).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import (
@@ -32,6 +39,7 @@ from agentstream.topics import (
     InvalidMessageError,
     StepCommand,
     StepError,
+    StepProgress,
     StepResult,
     TopicNames,
     decode_step_command,
@@ -40,8 +48,10 @@ from agentstream.topics import (
 from ..broker.profile import BrokerProfile
 from ..kafka import unreachable
 from ..settings import Settings
+from .completed import CompletedCommands, Published
 from .execute import execute, outcome_label
 from .metrics import WorkerMetrics
+from .progress import AttemptProgress, needs_started
 
 log = logging.getLogger("agentstream.worker")
 
@@ -112,6 +122,10 @@ class StepWorker:
         self._slots: dict[tuple[TopicPartition, int], _Slot] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._crashed: BaseException | None = None
+        self._completed = CompletedCommands(
+            settings.worker_result_cache_entries, int(settings.worker_result_cache_mb * 2**20)
+        )
+        self._attempts: dict[str, asyncio.Future[None]] = {}  # command message_id -> its running attempt
         self._consumer: AIOKafkaConsumer | None = None
         self.started = asyncio.Event()
 
@@ -284,19 +298,65 @@ class StepWorker:
             await self._run_step(command, producer)
 
     async def _run_step(self, command: StepCommand, producer: AIOKafkaProducer) -> None:
-        beat = self.metrics.heartbeats.labels(command.function).inc
+        """Run `command` unless this worker already did or does: then republish its result, or join it."""
+        if (published := self._completed.get(command.message_id)) is not None:
+            # Completed here before: the processor may have lost the result, so send it again.
+            self.metrics.duplicate_commands.labels("republished").inc()
+            log.info("command seen again; its result is sent again", extra={"step_id": command.step_id})
+            await self._publish(producer, self.names.step_results, published.key, published.value)
+            return
+        if (running := self._attempts.get(command.message_id)) is not None:
+            # Running here now: this copy is done when that attempt's result is acknowledged.
+            # If that attempt is cancelled (shutdown), so is this copy: both stay uncommitted.
+            self.metrics.duplicate_commands.labels("joined").inc()
+            log.info("command seen again while it runs; not started twice", extra={"step_id": command.step_id})
+            await asyncio.shield(running)
+            return
+        running = self._attempts[command.message_id] = asyncio.get_running_loop().create_future()
+        try:
+            published = await self._attempt(command, producer)
+            self._completed.put(command.message_id, published.key, published.value)
+            running.set_result(None)
+        except BaseException:
+            running.cancel()
+            raise
+        finally:
+            del self._attempts[command.message_id]
+
+    async def _attempt(self, command: StepCommand, producer: AIOKafkaProducer) -> Published:
+        """Run one attempt, publish its result and wait for the acknowledgement; the record as published."""
+        count_beat = self.metrics.heartbeats.labels(command.function).inc
+
+        async def send_progress(record: StepProgress) -> asyncio.Future[Any]:
+            delivery: asyncio.Future[Any] = await producer.send(
+                self.names.step_results, key=record.key, value=record.to_bytes()
+            )
+            return delivery
+
+        progress = AttemptProgress(command, send_progress)
+
+        def beat() -> None:  # called from the step's thread for a sync function
+            count_beat()
+            progress.heartbeat()
+
         self.metrics.in_flight.inc()
         try:
-            result = await execute(command, self._functions, self._executor, on_heartbeat=beat)
+            result = await execute(
+                command, self._functions, self._executor,
+                on_heartbeat=beat, on_start=progress.started if needs_started(command) else None,
+            )
         finally:
+            progress.close()
             self.metrics.in_flight.dec()
         self.metrics.steps.labels(command.function, outcome_label(result)).inc()
         self.metrics.step_seconds.labels(command.function).observe(result.duration_s)
         if result.error is not None and not result.error.retryable:
             log.info("step failed", extra={"function": command.function, "step_id": command.step_id,
                                            "error_type": result.error.type})
+        await progress.flushed()  # the result follows the attempt's progress records on the partition
+        value = result.to_bytes()
         try:
-            await self._publish(producer, self.names.step_results, result.key, result.to_bytes())
+            await self._publish(producer, self.names.step_results, result.key, value)
         except KafkaError as exc:
             # Typically an output too large for the broker: report the attempt as failed
             # (same message ID) rather than re-running it forever.
@@ -307,7 +367,9 @@ class StepWorker:
                 error=StepError(type="ResultNotPublished", message=f"the worker could not publish the result: {exc!r}",
                                 retryable=False),
             )
-            await self._publish(producer, self.names.step_results, failed.key, failed.to_bytes())
+            value = failed.to_bytes()
+            await self._publish(producer, self.names.step_results, failed.key, value)
+        return Published(result.key, value)
 
     async def _publish(self, producer: AIOKafkaProducer, topic: str, key: bytes | None, value: bytes) -> None:
         """Send and wait for the broker's acknowledgement; retry transient errors until it comes."""

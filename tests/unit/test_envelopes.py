@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -21,6 +23,7 @@ from agentstream.topics import (
     SendEvent,
     StepCommand,
     StepError,
+    StepProgress,
     StepResult,
     decode_agent_input,
     decode_step_command,
@@ -215,3 +218,91 @@ def test_run_id_for_is_derived_from_the_schedule_message_id() -> None:
     assert run_id_for("abc") != run_id_for("abd")
     schedule = ScheduleAgent(agent_id="a", agent_type="T")
     assert run_id_for(schedule.message_id) == run_id_for(decode_agent_input(schedule.to_bytes()).message_id)
+
+
+# --- step-results: results and progress records -------------------------------------------
+
+def _progress(**overrides: object) -> StepProgress:
+    fields: dict[str, object] = dict(
+        message_id=derived_message_id("cmd-1", "started"), agent_id="a-1", run_id="r", step_id="1", attempt=2,
+        function="f", event="started", command_id="cmd-1",
+    )
+    return StepProgress(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("event", ["started", "heartbeat"])
+def test_step_progress_round_trips_through_decode_step_result(event: str) -> None:
+    progress = _progress(event=event)
+    decoded = decode_step_result(progress.to_bytes())
+    assert type(decoded) is StepProgress
+    assert decoded == progress
+    assert json.loads(progress.to_bytes())["kind"] == "step_progress"
+
+
+def test_step_result_carries_the_command_id_and_still_decodes_as_a_step_result() -> None:
+    result = StepResult(agent_id="a-1", run_id="r", step_id="1", attempt=1, function="f", ok=True, command_id="cmd-1")
+    decoded = decode_step_result(result.to_bytes())
+    assert type(decoded) is StepResult
+    assert decoded.command_id == "cmd-1"
+    assert StepResult(agent_id="a", run_id="r", step_id="1", attempt=1, function="f", ok=True).command_id is None
+
+
+def test_a_step_result_without_kind_is_still_read_as_a_step_result() -> None:
+    value = json.dumps({"agent_id": "a", "run_id": "r", "step_id": "1", "attempt": 1, "function": "f", "ok": True})
+    decoded = decode_step_result(value.encode())
+    assert type(decoded) is StepResult
+    assert decoded.ok is True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"kind": "bogus", "agent_id": "a"},
+        {"kind": "step_progress", "agent_id": "a", "run_id": "r", "step_id": "1", "attempt": 1, "function": "f",
+         "event": "finished", "command_id": "c"},  # not a progress event
+        {"kind": "step_progress", "agent_id": "a", "run_id": "r", "step_id": "1", "attempt": 0, "function": "f",
+         "event": "started", "command_id": "c"},  # attempts start at 1
+        {"kind": "step_progress", "agent_id": "a", "run_id": "r", "step_id": "1", "attempt": 1, "function": "f",
+         "event": "started"},  # no command_id
+        {"agent_id": "a", "run_id": "r", "step_id": "1", "attempt": 1, "function": "f",
+         "event": "started", "command_id": "c"},  # no kind: read as a step_result, which it is not
+        {"kind": "schedule", "agent_id": "a", "agent_type": "T"},  # an agent-events kind
+        [1, 2],
+    ],
+)
+def test_records_on_step_results_that_match_neither_kind_are_invalid_envelopes(value: object) -> None:
+    with pytest.raises(InvalidMessageError) as info:
+        decode_step_result(json.dumps(value).encode())
+    assert info.value.code == "invalid_envelope"
+    assert str(info.value)
+
+
+def test_step_progress_is_exported_and_frozen() -> None:
+    import agentstream.topics as topics
+
+    assert "StepProgress" in topics.__all__
+    progress = _progress()
+    with pytest.raises(ValidationError):
+        progress.event = "heartbeat"  # type: ignore[misc]
+
+
+def test_the_wire_doc_examples_of_a_step_agree_on_their_ids() -> None:
+    """WIRE.md's step_command, step_progress and step_result examples are one attempt, IDs derived as documented."""
+    import agentstream.topics as topics
+
+    doc = (Path(topics.__file__).parent / "WIRE.md").read_text(encoding="utf-8")
+    examples = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", doc, re.DOTALL)]
+    (command,) = [e for e in examples if e["kind"] == "step_command"]
+    (result,) = [e for e in examples if e["kind"] == "step_result"]
+    progress = [e for e in examples if e["kind"] == "step_progress"]
+    assert {p["event"] for p in progress} == {"started", "heartbeat"}
+    assert result["command_id"] == command["message_id"]
+    assert result["message_id"] == derived_message_id(command["message_id"], "result")
+    for record in progress:
+        assert record["command_id"] == command["message_id"]
+        assert (record["run_id"], record["step_id"], record["attempt"], record["function"]) == (
+            command["run_id"], command["step_id"], command["attempt"], command["function"],
+        )
+        purpose = "started" if record["event"] == "started" else "heartbeat:1"
+        assert record["message_id"] == derived_message_id(command["message_id"], purpose)
+        assert isinstance(decode_step_result(json.dumps(record).encode()), StepProgress)

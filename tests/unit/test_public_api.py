@@ -57,6 +57,7 @@ TOPICS_ALL = [
     "SendEvent",
     "StepCommand",
     "StepError",
+    "StepProgress",
     "StepResult",
     "TimerFired",
     "TopicNames",
