@@ -22,6 +22,7 @@ Strict = ConfigDict(extra="forbid")
 # The record's format. A processor refuses (and dead-letters the input of) a record with a
 # higher one: it was written by a newer version that this one cannot read without losing data.
 FORMAT = 2
+READABLE_FORMATS = frozenset({1, 2})  # 1: before the outbox (its records load with empty defaults)
 
 
 class ReceivedEvent(BaseModel):
