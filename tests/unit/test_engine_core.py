@@ -345,3 +345,46 @@ async def test_parked_inputs_rejected_when_unsticking_are_dead_lettered_not_drop
     assert outcome.record.fields["n"] == 2
     letters = [item for item in outcome.record.outbox if item.topic == "dead-letters"]
     assert len(letters) == 1 and "invalid_payload" in letters[0].value["reason_code"]  # type: ignore[index]
+
+
+def _progress(command: StepCommand, event: str) -> Any:
+    from agentstream.topics import StepProgress
+
+    return StepProgress(agent_id=command.agent_id, run_id=command.run_id, step_id=command.step_id,
+                        attempt=command.attempt, function=command.function, event=event,  # type: ignore[arg-type]
+                        command_id=command.message_id)
+
+
+async def test_a_started_attempt_drops_schedule_to_start_and_counts_start_to_close_from_its_start() -> None:
+    turns = Turns()
+    options = {"schedule_to_start_timeout": 30, "start_to_close_timeout": 10}
+    command = only_command(await turns.schedule("Core.OneStep", "p", options))
+    assert {"s2s:1", "stc:1"} <= set(turns.record("p").timers)
+    await turns.apply(_progress(command, "started"), advance=5)
+    timers = turns.record("p").timers
+    assert "s2s:1" not in timers
+    assert timers["stc:1"] == turns.now + timedelta(seconds=11)  # start_to_close from the start, plus a grace
+    await turns.complete(command, "done")
+    assert turns.record("p").result == "done" and turns.record("p").timers == {}
+
+
+async def test_a_worker_that_stops_heartbeating_times_the_attempt_out_and_it_is_retried() -> None:
+    turns = Turns()
+    command = only_command(await turns.schedule("Core.Beating", "hb"))
+    await turns.apply(_progress(command, "started"))
+    await turns.apply(_progress(command, "heartbeat"), advance=2)
+    due = turns.record("hb").timers["hb:1"]
+    assert due == turns.now + timedelta(seconds=4)
+    await turns.fire("hb", "hb:1", advance=0)
+    record = turns.record("hb")
+    assert record.steps["1"].attempt == 2 and "HeartbeatTimeout" in (record.steps["1"].last_error or "")
+    stale = _progress(command, "heartbeat")  # from the abandoned attempt 1
+    assert (await turns.apply(stale)).ignored
+
+
+@agent.defn(name="Core.Beating")
+class Beating:
+    @agent.run
+    async def run(self) -> str:
+        return await agent.step(function=core_echo, function_input="x",  # type: ignore[no-any-return]
+                                heartbeat_timeout=timedelta(seconds=3))
