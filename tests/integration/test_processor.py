@@ -231,3 +231,25 @@ async def test_metrics_endpoint_exposes_the_documented_metrics(cluster: Cluster)
     assert metric(processor.url, "agentstream_inputs_total", source="agent-events", outcome="applied") == 2
     assert metric(processor.url, "agentstream_processor_ready") == 1
     assert "agentstream_faust_messages_received_total" in exposition
+
+
+async def test_schedules_redelivered_by_a_rebalance_are_duplicates_not_dead_letters(cluster: Cluster) -> None:
+    """Issue finding 6: 60 agents scheduled while a second processor joins all exist, are readable,
+    and no schedule is dead-lettered (a schedule seen again by the new owner is a duplicate)."""
+    first = cluster.processor("processor-a").start()
+    first.wait_ready()
+    agents = [f"joined-{i}" for i in range(60)]
+    async with client_for(cluster, first.url) as client:
+        for index, agent_id in enumerate(agents):
+            await client.schedule_agent("Recorder", agent_id)
+            if index == 10:
+                second = cluster.processor("processor-b").start()
+    second.wait_ready()
+
+    def everyone_readable() -> bool:
+        return all(state(first.url, a) is not None and state(second.url, a) is not None for a in agents)
+
+    await poll(everyone_readable, timeout=60, interval=0.5, what="all 60 agents readable from both processors")
+    assert all(state(first.url, a)["status"] == AgentStatus.RUNNING.value for a in agents)  # type: ignore[index]
+    dead = metric(first.url, "agentstream_dead_letters_total") + metric(second.url, "agentstream_dead_letters_total")
+    assert dead == 0
