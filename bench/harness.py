@@ -64,14 +64,16 @@ class Slice:
             "AGENTSTREAM_LOG_LEVEL": "WARNING",
         }
 
-    def processor(self, name: str = "processor", data_dir: Path | None = None) -> ManagedProcess:
+    def processor(
+        self, name: str = "processor", data_dir: Path | None = None, *, app: str = APP, env: dict[str, str] | None = None
+    ) -> ManagedProcess:
         """A started processor on this slice; `data_dir` lets a restart find its RocksDB state."""
         state = str(data_dir or self.bench.workdir / f"{self.prefix}{name}-state")
-        return self.bench.spawn("processor", name=f"{self.prefix}{name}",
-                                env={**self.env, "AGENTSTREAM_DATA_DIR": state})
+        return self.bench.spawn("processor", name=f"{self.prefix}{name}", app=app,
+                                env={**self.env, **(env or {}), "AGENTSTREAM_DATA_DIR": state})
 
-    def worker(self, name: str = "worker") -> ManagedProcess:
-        return self.bench.spawn("worker", name=f"{self.prefix}{name}", env=self.env)
+    def worker(self, name: str = "worker", *, app: str = APP, env: dict[str, str] | None = None) -> ManagedProcess:
+        return self.bench.spawn("worker", name=f"{self.prefix}{name}", app=app, env={**self.env, **(env or {})})
 
     def client(self, api_url: str) -> AgentClient:
         return AgentClient(Settings(kafka_bootstrap=self.bench.bootstrap, topic_prefix=self.prefix, api_url=api_url))
@@ -108,8 +110,9 @@ class Bench:
         await ensure_topics(self.bootstrap, created.names.specs(PARTITIONS, task_queues=("restack",)))
         return created
 
-    def spawn(self, command: str, *, name: str, env: dict[str, str]) -> ManagedProcess:
-        process = component(command, self.bootstrap, APP, log_dir=self.workdir, app_dir=BENCH_DIR, env=env, name=name)
+    def spawn(self, command: str, *, name: str, env: dict[str, str], app: str = APP) -> ManagedProcess:
+        """Start `agentstream <command>` with module `app` from bench/ (default: bench/agents.py)."""
+        process = component(command, self.bootstrap, app, log_dir=self.workdir, app_dir=BENCH_DIR, env=env, name=name)
         self.track(process)
         return process.start()
 
