@@ -14,7 +14,11 @@ So before Faust starts we compare the folder with what this processor is about t
   written on every start names the app, cluster and topics the tables were built for;
 - each local partition's persisted changelog offset must lie below the end offset of that
   changelog partition on the broker; an offset at or past the end means the topic was
-  recreated since (the only trace of a new incarnation that survives on the same cluster).
+  recreated since;
+- and the changelog record at that offset must be the one the local table holds (same key,
+  same value): a topic recreated and refilled past the old offset has another record there.
+  (A record compacted away since, or rewritten locally after a crash, also fails this test;
+  the only cost of that is a rebuild from the changelog.)
 
 On any mismatch the Faust folders are *moved* to `<data_dir>/stale-<UTC time>/` rather
 than deleted: when the old broker is gone (an embedded broker keeps its topics in memory)
@@ -100,6 +104,55 @@ def local_partitions(data_dir: Path) -> dict[int, Path]:
             match = pattern.fullmatch(path.name)
             if match and path.is_dir():
                 found[int(match.group(1))] = path
+    return found
+
+
+def local_value(db_path: Path, key: bytes) -> bytes | None:
+    """The value the local partition DB holds for `key` (opened read-only)."""
+    import rocksdict
+
+    db = rocksdict.Rdict(
+        str(db_path), options=rocksdict.Options(raw_mode=True), access_type=rocksdict.AccessType.read_only()
+    )
+    try:
+        value = db.get(key)
+    finally:
+        db.close()
+    return None if value is None else bytes(value)
+
+
+async def changelog_records_at(
+    bootstrap: str, topic: str, offsets: Mapping[int, int], timeout_s: float = 10.0
+) -> dict[int, tuple[bytes | None, bytes | None] | None]:
+    """(key, value) of the record at exactly each `offsets[partition]`; None where there is none."""
+    import asyncio
+    import time
+
+    found: dict[int, tuple[bytes | None, bytes | None] | None] = {p: None for p in offsets}
+    if not offsets:
+        return found
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        partitions = {p: TopicPartition(topic, p) for p in offsets}
+        consumer.assign(list(partitions.values()))
+        for partition, tp in partitions.items():
+            consumer.seek(tp, offsets[partition])
+        waiting = set(offsets)
+        deadline = time.monotonic() + timeout_s
+        while waiting and time.monotonic() < deadline:
+            batches = await consumer.getmany(*[partitions[p] for p in waiting], timeout_ms=200, max_records=1)
+            for tp, records in batches.items():
+                for record in records:
+                    if tp.partition in waiting:
+                        if record.offset == offsets[tp.partition]:
+                            found[tp.partition] = (record.key, record.value)
+                        waiting.discard(tp.partition)
+            await asyncio.sleep(0)
+    except (KafkaError, OSError) as exc:
+        raise unreachable(bootstrap, exc) from exc
+    finally:
+        await consumer.stop()
     return found
 
 
@@ -274,4 +327,16 @@ async def _why_stale(
         except Exception as exc:  # rocksdict raises plain Exception for a corrupt or foreign DB
             return f"the local table {path} cannot be read ({exc})"
     topic = changelog_topic(identity.app_id)
-    return offsets_mismatch(topic, persisted, await changelog_end_offsets(bootstrap, topic))
+    mismatch = offsets_mismatch(topic, persisted, await changelog_end_offsets(bootstrap, topic))
+    if mismatch is not None:
+        return mismatch
+    known = {p: offset for p, offset in persisted.items() if offset is not None}
+    at_offsets = await changelog_records_at(bootstrap, topic, known)
+    for partition, offset in sorted(known.items()):
+        record = at_offsets[partition]
+        if record is None or record[0] is None or local_value(partitions[partition], record[0]) != record[1]:
+            return (
+                f"changelog {topic} partition {partition} holds another record at offset {offset} than the local "
+                "table: the topic was recreated (or compacted) since these tables were written"
+            )
+    return None
