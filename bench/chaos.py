@@ -138,7 +138,8 @@ async def calm_run(bench: Bench, specs: list[Spec], settle_s: float, progress: P
         await schedule(client, specs[0], CALM_PAUSE_MS)  # one send first: the client's producer starts once
         await asyncio.gather(*(schedule(client, s, CALM_PAUSE_MS) for s in specs[1:]))
         await asyncio.gather(*(send_events(client, s, list(s.events)) for s in specs))
-        progress(f"[calm] {len(specs)} agents scheduled with their events; waiting for all {len(all_ids(specs))} to end")
+        progress(f"[calm] {len(specs)} agents scheduled with their events; "
+                 f"waiting for all {len(all_ids(specs))} to end")
         return await settle(lambda: processor.url, all_ids(specs), settle_s, progress)
 
 
@@ -518,11 +519,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, required=True, help="SIGKILLs to deliver")
     parser.add_argument("--seed", type=int, default=None, help="seed of the workload and the kills (default: time)")
-    parser.add_argument("--agents", type=int, default=6, help="agents per wave (plus their children)")
+    parser.add_argument("--agents", type=int, default=4, help="agents per wave (plus their children)")
     parser.add_argument("--kills-per-wave", type=int, default=10, help="a new wave of agents every this many kills")
     parser.add_argument("--min-step-kills", type=int, default=None,
                         help="processor deaths with a step running to reach (default: a fifth of --kills)")
-    parser.add_argument("--settle-timeout", type=float, default=180.0, help="seconds for the agents to end, per run")
+    parser.add_argument("--settle-timeout", type=float, default=180.0,
+                        help="give up waiting for the agents to end once none ended for this long (per run)")
     parser.add_argument("--out", type=Path, default=None, help="write the report (JSON) here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder even when the run passes")
     args = parser.parse_args(argv)
@@ -540,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="agentstream-chaos-"))
     external = os.environ.get("AGENTSTREAM_KAFKA_BOOTSTRAP")
     progress: Progress = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    progress(f"chaos harness: seed {args.seed}, {args.kills} kills, {args.agents} agents per wave; work folder {workdir}")
+    progress(f"chaos harness: seed {args.seed}, {args.kills} kills, {args.agents} agents per wave; "
+             f"work folder {workdir}")
     started = time.monotonic()
     try:
         if external:

@@ -147,7 +147,8 @@ class ChaosAgent:
             await agent.sleep(timedelta(milliseconds=plan.pause_ms))
             if r % CHILD_EVERY == CHILD_EVERY - 1:
                 got: int = await agent.child_execute(
-                    agent=ChaosChild, agent_id=child_id(me, r), agent_input=Job(value=self.total, pause_ms=plan.pause_ms)
+                    agent=ChaosChild, agent_id=child_id(me, r),
+                    agent_input=Job(value=self.total, pause_ms=plan.pause_ms),
                 )
                 carried += got
                 self.steps.append(f"child{r}={got}")

@@ -81,28 +81,39 @@ class Settled:
 
 async def settle(url: Callable[[], str], ids: Iterable[str], timeout: float,
                  progress: Callable[[str], None] = lambda _: None) -> Settled:
-    """Poll every agent until it ended (any final status) or `timeout` passed; never waits longer."""
-    started = time.monotonic()
-    deadline = started + timeout
+    """Poll every agent until it ended (any final status); give up once none ended for `timeout` seconds.
+
+    A large workload legitimately needs longer than a small one, so the deadline moves
+    with progress, up to a hard cap of `timeout` plus one second per agent: a hang is
+    reported within `timeout` of the last agent that ended. Passes over the agents are
+    spaced by at least their own duration, so the polling takes at most half of the
+    processor's time away from the agents.
+    """
     pending = list(ids)
+    started = last_progress = time.monotonic()
+    cap = started + timeout + len(pending)
     done: dict[str, dict[str, Any]] = {}
     last: dict[str, tuple[int, dict[str, Any] | None]] = {}
     next_note = started + 30
     while pending:
         base = url()
+        pass_started = time.monotonic()
         for agent_id in pending:
             last[agent_id] = await asyncio.to_thread(read_state, base, agent_id)
             view = last[agent_id][1]
             if view is not None and view.get("status") in ENDED:
                 done[agent_id] = view
+        ended = [a for a in pending if a in done]
         pending = [a for a in pending if a not in done]
         now = time.monotonic()
-        if not pending or now > deadline:
+        if ended:
+            last_progress = now
+        if not pending or now > min(cap, last_progress + timeout):
             break
         if now > next_note:
             progress(f"  {len(pending)} agents still running after {now - started:.0f}s, e.g. {pending[:3]}")
             next_note = now + 30
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(max(0.5, now - pass_started))
     unsettled = {a: summary(last.get(a, (0, None))[1], last.get(a, (0, None))[0]) for a in pending}
     for agent_id in pending:  # the full last view too, for the verdict (not printed)
         unsettled[agent_id]["view"] = last.get(agent_id, (0, None))[1]
