@@ -291,11 +291,39 @@ def _as_bytes(text: str, encoding: str) -> bytes:
 _agent_input = TypeAdapter(AgentInput)
 
 
+MAX_NESTING = 64  # of a payload: the agent's record nests it further, and JSON parsers stop at ~200
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in a JSON value (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_NESTING:
+                return deepest
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _check_nesting(message: BaseModel, what: str) -> None:
+    for name in ("input", "payload", "output", "result"):
+        if _nesting(getattr(message, name, None)) > MAX_NESTING:
+            raise InvalidMessageError(
+                "invalid_envelope",
+                f"{what}: {name} nests lists/objects more than {MAX_NESTING} levels deep; flatten it",
+            )
+
+
 def _decode(adapter: TypeAdapter[Any], value: bytes | None, what: str) -> Any:
     if not value:
         raise InvalidMessageError("empty_value", f"{what}: the record has no value")
     try:
-        return adapter.validate_json(value)
+        message = adapter.validate_json(value)
+        _check_nesting(message, what)
+        return message
     except ValidationError as exc:
         json_errors = [e for e in exc.errors() if e["type"] in ("json_invalid", "json_type")]
         if json_errors:

@@ -46,11 +46,27 @@ class Origin:
         return f"{self.topic}#{self.partition}"
 
 
-def dead_letter(origin: Origin, code: str, reason: str, rejected_by: str) -> DeadLetter:
-    """The dead letter of a rejected record: the same one however often it is rejected."""
+LETTER_VALUE_LIMIT = 64_000  # larger values stay in their source topic; the letter says where
+
+
+def dead_letter(
+    origin: Origin, code: str, reason: str, rejected_by: str, max_value_bytes: int = LETTER_VALUE_LIMIT
+) -> DeadLetter:
+    """The dead letter of a rejected record: the same one however often it is rejected.
+
+    A value larger than `max_value_bytes` is left out (a dead letter must itself fit a
+    message, and may have to wait in an agent's outbox); the reason says where to read it.
+    """
+    value = origin.value
+    if value is not None and len(value) > max_value_bytes:
+        reason += (
+            f" (the record's value, {len(value)} bytes, is too large to copy into this dead letter: it is at "
+            f"{origin.topic} partition {origin.partition} offset {origin.offset} until retention removes it)"
+        )
+        value = b""
     letter = DeadLetter.of(
         reason_code=code, reason=reason, topic=origin.topic, partition=origin.partition, offset=origin.offset,
-        key=origin.key, value=origin.value, rejected_by=rejected_by,
+        key=origin.key, value=value, rejected_by=rejected_by,
     )
     position = f"{origin.topic}#{origin.partition}@{origin.offset}"
     return letter.model_copy(update={"message_id": derived_message_id(position, "dead-letter")})

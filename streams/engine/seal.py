@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agentstream.topics import AgentStatus, DeadLetter, derived_message_id
 
 from . import dedup
-from .base import Input, Origin, TurnOutcome, dead_letter
+from .base import LETTER_VALUE_LIMIT, Input, Origin, TurnOutcome, dead_letter
 from .record import AgentRecord, OutboxItem
 from .turn import status_update
 
@@ -22,9 +22,14 @@ if TYPE_CHECKING:
     from .durable import EngineConfig
 
 
+PARK_HEADROOM = 4096  # bytes kept free under the limit by every turn, for the reason and update of a park
+
+
 class Sealer:
     def __init__(self, config: "EngineConfig") -> None:
         self.config = config
+        # a dead letter may wait in an agent's outbox: it must leave room for the record
+        self.letter_value_limit = min(LETTER_VALUE_LIMIT, config.max_record_bytes // 8)
 
     def duplicate(self, record: AgentRecord, source: str | None, offset: int | None, *, redelivered: bool) -> TurnOutcome:
         """An input applied before. A redelivery changes nothing; a client's duplicate only
@@ -57,7 +62,10 @@ class Sealer:
             new.inputs_applied += 1
         new.outbox = _items(outcome)
         data = new.to_bytes()
-        if len(data) > self.config.max_record_bytes:
+        # A turn must leave room to park its agent with the reason: parking always fits then.
+        if len(data) > self.config.max_record_bytes - PARK_HEADROOM:
+            if outcome.rejection is not None:  # the agent's record stays as it is; the letter goes out directly
+                return _unrecorded(record, outcome)
             return self._too_large(record, message, now, origin, len(data))
         outcome.record, outcome.stored, outcome.publish = new, data, new.outbox
         return outcome
@@ -80,47 +88,65 @@ class Sealer:
         value = json.dumps(parked).encode()
         message_id = str(parked.get("message_id", "")) or derived_message_id(value.decode(), "parked")
         topic = "step-results" if parked.get("kind") in ("step_result", "step_progress") else "agent-events"
-        letter = DeadLetter.of(
-            reason_code=code, reason=f"parked input: {reason}", topic=topic, partition=-1, offset=-1,
-            key=str(parked.get("agent_id", "")).encode(), value=value, rejected_by=self.config.identity,
-        )
+        origin = Origin(topic=topic, partition=-1, offset=-1, key=str(parked.get("agent_id", "")).encode(), value=value)
+        letter = dead_letter(origin, code, f"parked input: {reason}", self.config.identity, self.letter_value_limit)
         return letter.model_copy(update={"message_id": derived_message_id(message_id, "dead-letter")})
 
     # -- helpers -----------------------------------------------------------------------
 
     def _letter(self, message: Input, origin: Origin | None, code: str, reason: str) -> DeadLetter:
         if origin is not None:
-            return dead_letter(origin, code, reason, self.config.identity)
+            return dead_letter(origin, code, reason, self.config.identity, self.letter_value_limit)
         stand_in = Origin(topic="agent-events", partition=-1, offset=-1, key=message.key, value=message.to_bytes())
-        letter = dead_letter(stand_in, code, reason, self.config.identity)
+        letter = dead_letter(stand_in, code, reason, self.config.identity, self.letter_value_limit)
         return letter.model_copy(update={"message_id": derived_message_id(message.message_id, "dead-letter")})
 
     def _too_large(
         self, record: AgentRecord | None, message: Input, now: datetime, origin: Origin | None, size: int
     ) -> TurnOutcome:
+        """The turn would make the record too large: it is not applied. The agent is parked with
+        the reason and the input kept with it; if even that does not fit, the input is
+        dead-lettered instead; and if the parked agent itself does not fit (its record was at
+        the limit already), the record stays as it was and only the dead letter goes out."""
         limit = self.config.max_record_bytes
         reason = (
             f"this input would grow the agent's record to {size} bytes, over the limit of {limit} bytes "
             "(AGENTSTREAM_MAX_RECORD_BYTES; one record must fit one Kafka message): keep large data out of "
-            "the agent's fields, step inputs and results (store it elsewhere and keep a reference)"
+            "the agent's fields, step inputs and results (store it elsewhere and keep a reference), and let "
+            "agents that always have work in flight continue as new (agent.should_continue_as_new())"
         )
+        rejected = TurnOutcome.rejected(record, "record_too_large", reason)
+        rejected.dead_letters.append(self._letter(message, origin, "record_too_large", reason))
+        rejected.label = "dead_lettered"
         if record is None:
-            return self.seal(None, message, now, origin, TurnOutcome.rejected(None, "record_too_large", reason))
+            rejected.publish = _items(rejected)
+            return rejected
         source, offset = (origin.source, origin.offset) if origin is not None else (None, None)
-        parked = _copy(record)
-        parked.parked = [*record.parked, message.model_dump(mode="json")]
-        parked.status, parked.error, parked.updated_at = AgentStatus.STUCK, reason, now
-        dedup.note_applied(parked, message, source, offset, now, self.config.dedup)
-        outcome = TurnOutcome(record=parked, label="parked")
-        if record.status is not AgentStatus.STUCK:
-            update = status_update(parked, record.status, f"too-large:{record.revision}", now)
-            outcome.updates.append(update)
-            parked.outbox = [_item("agent-updates", update.agent_id, update)]
-        data = parked.to_bytes()
-        if len(data) > self.config.max_record_bytes:  # the input itself is too large to keep
-            return self.seal(record, message, now, origin, TurnOutcome.rejected(record, "record_too_large", reason))
-        outcome.stored, outcome.publish = data, parked.outbox
-        return outcome
+        for keep_input in (True, False):
+            parked = _copy(record)
+            if keep_input:
+                parked.parked = [*record.parked, message.model_dump(mode="json")]
+            parked.status, parked.error, parked.updated_at = AgentStatus.STUCK, reason, now
+            dedup.note_applied(parked, message, source, offset, now, self.config.dedup)
+            outcome = rejected if not keep_input else TurnOutcome(record=parked, label="parked")
+            outcome.record = parked
+            if record.status is not AgentStatus.STUCK:
+                outcome.updates.append(status_update(parked, record.status, f"too-large:{record.revision}", now))
+            parked.outbox = _items(outcome)
+            data = parked.to_bytes()
+            if len(data) <= limit:
+                outcome.stored, outcome.publish = data, parked.outbox
+                return outcome
+            outcome.updates.clear()
+        return _unrecorded(record, rejected)
+
+
+def _unrecorded(record: AgentRecord | None, outcome: TurnOutcome) -> TurnOutcome:
+    """An outcome that changes nothing stored: its records go out directly (a redelivery of the
+    input comes to the same outcome and sends the same records again)."""
+    outcome.record, outcome.stored = record, None
+    outcome.publish = _items(outcome)
+    return outcome
 
 
 def _copy(record: AgentRecord, *, keep_outbox: bool = False) -> AgentRecord:

@@ -140,6 +140,7 @@ def create_processor(
         publisher=publisher,
         metrics=metrics,
         identity=identity,
+        max_record_bytes=settings.max_record_bytes,
     )
     processor = Processor(app, table, handler, metrics, registry, names)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)

@@ -35,6 +35,7 @@ from agentstream.topics import (
 )
 
 from ..engine import AgentRecord, Engine, Origin, OutboxItem, TurnOutcome, dead_letter
+from ..engine.base import LETTER_VALUE_LIMIT
 from ..engine.record import FORMAT
 from .exceptions import UndeliverableError
 from .metrics import ProcessorMetrics
@@ -80,6 +81,7 @@ class InputHandler:
         metrics: ProcessorMetrics,
         identity: str,
         timers: TimerIndex | None = None,
+        max_record_bytes: int = 900_000,
     ) -> None:
         self._names = names
         self._engine = engine
@@ -87,6 +89,7 @@ class InputHandler:
         self._publisher = publisher
         self._metrics = metrics
         self._identity = identity
+        self._letter_value_limit = min(LETTER_VALUE_LIMIT, max_record_bytes // 8)
         self.timers = timers or TimerIndex()
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
         # hash of each agent's record as this process last wrote it with all its outputs delivered
@@ -200,9 +203,14 @@ class InputHandler:
 
     async def _reject(self, origin: Origin, code: str, reason: str) -> str:
         """Dead-letter a record that reaches no agent's record (undecodable, unreadable state)."""
-        letter = dead_letter(origin, code, reason, self._identity)
-        await self._retrying("dead-letter a record", lambda: self._publish_now(self._names.dead_letters,
-                                                                                origin.key, letter.to_bytes()))
+        letter = dead_letter(origin, code, reason, self._identity, self._letter_value_limit)
+        try:
+            await self._retrying("dead-letter a record", lambda: self._publish_now(self._names.dead_letters,
+                                                                                    origin.key, letter.to_bytes()))
+        except UndeliverableError as exc:  # e.g. no dead-letter topic: say so loudly, never crash the consumer
+            log.critical("dead letter undeliverable", extra={"reason_code": code, "error": str(exc),
+                                                              "topic": origin.topic, "offset": origin.offset})
+            return "undeliverable"
         self._count_dead_letter(letter)
         return "dead_lettered"
 
