@@ -128,20 +128,17 @@ class InputHandler:
             )
         stored = self._store.get(key)
         record = None
+        now = datetime.now(timezone.utc)
         if stored:
             try:
                 record = AgentRecord.from_bytes(stored)
             except ValidationError as exc:
                 return await self._reject(origin, "record_unreadable", _unreadable(stored, exc))
-            if record.undelivered and await self._deliver(record.outbox) is None:
-                record = record.model_copy(update={"undelivered": False})
-                self._engine.forget(message.agent_id)  # its next turn may unstick it at once
+            if self._settled.get(key) != hash(stored):
+                record = await self._recover(key, record, stored, now)
 
-        now = datetime.now(timezone.utc)
         outcome = await self._engine.apply(record, message, now, origin)  # type: ignore[arg-type]
         if outcome.redelivered:
-            assert record is not None and stored is not None
-            await self._resend(key, record, stored)
             return "duplicate"
         if outcome.stored is not None:
             await self._persist(key, outcome.stored)
@@ -185,15 +182,29 @@ class InputHandler:
             return str(exc)
         return None
 
-    async def _resend(self, key: bytes, record: AgentRecord, stored: bytes) -> None:
-        """A redelivery: the crash that caused it may have lost the record's changelog write
-        or its outputs, so both go out again (all idempotent), unless this process saw them
-        through itself."""
-        if self._settled.get(key) == hash(stored):
-            return
+    async def _recover(self, key: bytes, record: AgentRecord, stored: bytes, now: datetime) -> AgentRecord:
+        """The first time this process touches an agent: what a crash may have lost goes out again.
+
+        A crash (or the death of the partition's previous owner) may have come between the
+        record's write and its changelog acknowledgement, or between the write and the
+        publishing of its outbox; the input of that turn is then redelivered, but another
+        input may reach the agent first. So the record is written again and its outbox
+        published again (all idempotent) before anything else happens to the agent.
+        """
         await self._persist(key, stored)
-        if await self._deliver(record.outbox) is None:
-            self._settle(key, stored)
+        problem = await self._deliver(record.outbox)
+        if problem is not None:  # still cannot be published: the agent waits, parked, outbox kept
+            if record.undelivered:
+                return record
+            parked = self._engine.undeliverable(record, problem, now)
+            assert parked.stored is not None and parked.record is not None
+            await self._persist(key, parked.stored)
+            return parked.record
+        self._settle(key, stored)
+        if record.undelivered:
+            self._engine.forget(record.agent_id)  # its next turn may unstick it at once
+            return record.model_copy(update={"undelivered": False})
+        return record
 
     def _settle(self, key: bytes, stored: bytes) -> None:
         self._settled[key] = hash(stored)
