@@ -1,4 +1,4 @@
-"""Fuzzing a real processor: `python bench/fuzz.py --records 10000 [--seed S] [--targets N] [--known-failures]`.
+"""Fuzzing a real processor: `python bench/fuzz.py --records 10000 [--seed S] [--targets N]`.
 
 Starts an embedded broker (or uses AGENTSTREAM_KAFKA_BOOTSTRAP) and one real `agentstream
 processor` (agents: bench/fuzz_agents.py), schedules `--targets` FuzzTarget agents, each
@@ -6,7 +6,9 @@ with a step, a 30-day timer and a child in flight, and sends `--records` hostile
 (bench/fuzz_records.py, drawn by hypothesis from `--seed`) to agent-events and
 step-results, interleaved with valid inputs to those agents (`--valid` of all records;
 among them the step results a worker would send: no worker runs, the harness answers each
-step command itself). Then it checks that
+step command itself). Among the records: values too large for a dead letter to copy,
+payloads nested too deep, and inputs that drive FuzzHoard agents to the record size limit
+and back (bench/fuzz_hoard.py). Then it checks that
 
 - the processor process is alive and is the one started (never restarted);
 - every record is counted once, as what it must come to: agentstream_inputs_total{source,
@@ -14,13 +16,14 @@ step command itself). Then it checks that
   the two topics (those sent, and those the processor sent itself in reaction);
 - the dead letters on the topic equal agentstream_dead_letters_total{reason}, each record
   expected to be dead-lettered has its letter (by topic, partition, offset) with an
-  expected reason, and no other record has one;
+  expected reason and its value (or, if too large to copy, none and a reason that says
+  where it stays), and no other record has one;
 - every real agent's fields equal what its valid inputs make, each applied exactly once,
-  and it is running with nothing parked.
+  and it is running with nothing parked; each hoard is running, or stuck at the limit
+  with the inputs it was expected to park.
 
 Prints one table; the exit status is 1 on any failure (with the folder of the processor's
-log), else 0. Records that run into failures already pinned by strict-xfail tests
-(fuzz_world.KNOWN) are left out unless `--known-failures` (to check a fix).
+log), else 0.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import signal
@@ -47,7 +51,7 @@ from agentstream.streams.devstack import ManagedProcess
 from agentstream.topics import DeadLetter
 
 from fuzz_records import Recipe, draw_recipes
-from fuzz_world import AGENT_EVENTS, KNOWN, Expect, Sent, World
+from fuzz_world import AGENT_EVENTS, TARGET_GROWTH, Sent, World
 from harness import Bench, Row, Slice, agent_state, metric, wait_until
 from run import render
 
@@ -220,7 +224,7 @@ class Run:
         examples: dict[str, str] = {}
         for p in self.produced:
             letter = by_position.get((p.topic, p.partition, p.offset))
-            problem = _letter_problem(p.sent.expect, letter)
+            problem = _letter_problem(p, letter, self.world.letter_value(p.sent.value))
             if problem:
                 wrong[p.sent.category] += 1
                 examples.setdefault(p.sent.category, f"{problem}; value {(p.sent.value or b'')[:80]!r}")
@@ -243,14 +247,27 @@ class Run:
         valid = sum(1 for p in self.produced if p.sent.valid)
         self.check("real agents exact (valid inputs applied once)", not differ, f"{len(self.world.targets) - len(differ)}",
                    f"of {len(self.world.targets)} agents, {valid} valid inputs" + "".join(f"; {d}" for d in differ[:3]))
+        self.check_hoards()
+
+    def check_hoards(self) -> None:
+        url, hoards = self.processor.url, self.world.hoards.all
+        differ: list[str] = []
+        for h in hoards:
+            state = agent_state(url, h.agent_id) or {}
+            kept = [len(blob) for blob in (state.get("fields") or {}).get("kept", [])]
+            actual = (state.get("status"), state.get("parked_inputs"), kept, "limit" in str(state.get("error")))
+            expected = ("stuck" if h.stuck else "running", len(h.parked), list(h.kept), h.stuck)
+            if actual != expected:
+                differ.append(f"{h.agent_id}: {_difference(actual, expected)}")
+        stuck = sum(1 for h in hoards if h.stuck)
+        self.check("hoards at the record limit exact", not differ, f"{len(hoards) - len(differ)}",
+                   f"of {len(hoards)} ({stuck} stuck at the limit, {sum(len(h.parked) for h in hoards)} inputs parked)"
+                   + "".join(f"; {d}" for d in differ[:3]))
 
     def category_rows(self) -> None:
         counts = Counter((p.sent.category, str(p.sent.expect)) for p in self.produced if p.sent.category != "setup")
         for (category, expect), n in sorted(counts.items()):
             self.rows.append(Row(f"  {category}", str(n), "records", f"expected {expect}"))
-        known = Counter(p.sent.known for p in self.produced if p.sent.known)
-        for name, n in sorted(known.items()):
-            self.rows.append(Row(f"  known failure: {name}", str(n), "records", KNOWN[name][:100]))
 
     def log_rows(self) -> None:
         failures = crashes = 0
@@ -267,13 +284,20 @@ class Run:
                    f"{failures}, {crashes}", "'input handling failed' (last-resort guard) and Faust's 'Crashed reason'")
 
 
-def _letter_problem(expect: Expect, letter: DeadLetter | None) -> str | None:
+def _letter_problem(p: Produced, letter: DeadLetter | None, copied: bytes | None) -> str | None:
+    """What is wrong with the dead letter of `p` (None: nothing); `copied`: the value it must
+    copy, None if it must leave the value out and say where it stays."""
+    expect = p.sent.expect
     if expect.outcome != "dead_lettered":
         return None if letter is None else f"dead-lettered as {letter.reason_code}, expected {expect}"
     if letter is None:
         return "no dead letter"
     if expect.reasons and letter.reason_code not in expect.reasons:
         return f"dead letter {letter.reason_code} ({letter.reason[:120]}), expected {expect}"
+    if letter.original_value() != (copied or b"") or letter.original_key() != p.sent.key:
+        return f"dead letter with another key or value ({len(letter.original_value())} bytes), expected {expect}"
+    if copied is None and f"{p.topic} partition {p.partition} offset {p.offset}" not in letter.reason:
+        return f"value left out, but the reason does not say where it stays: {letter.reason[-200:]}"
     return None
 
 
@@ -289,7 +313,7 @@ async def fuzz_run(bench: Bench, args: argparse.Namespace, recipes: list[Recipe]
     processor = space.processor(app="fuzz_agents", env=env)
     await bench.ready(processor)
     world = World([f"fz-{i}" for i in range(args.targets)], record_limit=RECORD_LIMIT, max_keys=MAX_KEYS,
-                  seed=args.seed, known_failures=args.known_failures)
+                  seed=args.seed)
     run = Run(bench, space, processor, world)
     follower = asyncio.create_task(run.follow_commands())
     producer = AIOKafkaProducer(bootstrap_servers=bench.bootstrap, **bench.profile.producer_options(),
@@ -335,11 +359,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000, help="hostile records to send")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
-    parser.add_argument("--targets", type=int, default=16, help="real agents the records aim at")
+    parser.add_argument("--targets", type=int, help="real agents the records aim at (default: 16, more for "
+                        "many records, so that no agent's record nears the size limit)")
     parser.add_argument("--valid", type=float, default=0.25, help="share of valid inputs among all records")
-    parser.add_argument("--known-failures", action="store_true", help="also send records that hit KNOWN failures")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder (processor log, state)")
     args = parser.parse_args()
+    room = RECORD_LIMIT // 2 // TARGET_GROWTH - 10  # the setup's inputs, and some slack
+    args.targets = args.targets or max(16, math.ceil(args.records * args.valid / (1 - args.valid) * 1.3 / room))
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
@@ -366,8 +392,7 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     verdict = "FAILED" if run.failed else "passed"
-    print(f"agentstream fuzz {verdict}: seed {args.seed}, {args.records} hostile records"
-          f"{' (with known failures)' if args.known_failures else ''}, drawn in {drawn_s:.0f}s, "
+    print(f"agentstream fuzz {verdict}: seed {args.seed}, {args.records} hostile records, drawn in {drawn_s:.0f}s, "
           f"{time.monotonic() - started:.0f}s total, {'external Kafka' if external else 'embedded broker'}")
     print(render(run.rows))
     return status

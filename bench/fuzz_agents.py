@@ -6,6 +6,8 @@ can aim at in flight for the whole run: a step (no worker serves its queue; the 
 answers each command itself, as a worker would), a 30-day durable timer, and a child
 that never ends. Its fields count exactly the valid inputs it applied, so a hostile
 record that slips through, or a valid one applied twice, shows in the end state.
+A `FuzzHoard` keeps whatever it is sent in its fields, so that its record can be driven
+to the size limit by amounts the harness chooses (bench/fuzz_hoard.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from agentstream.agents import agent, condition, function, import_functions
 
 TARGET = "FuzzTarget"
 KID = "FuzzKid"
+HOARD = "FuzzHoard"
 STEP_FUNCTION = "fuzz_echo"
 EVENTS = ("add", "nap", "adopt")  # everything a FuzzTarget takes; hostile events name none of these
 NAP = timedelta(days=30)
@@ -78,3 +81,25 @@ class FuzzTarget:
         while True:
             value = await agent.step(function=STEP_FUNCTION, function_input=value)
             self.outputs.append(value)
+
+
+@agent.defn(name=HOARD)
+class FuzzHoard:
+    """Keeps every blob it is sent (its record grows by about twice each: fields and base),
+    until `clear`: the harness grows its record to the limit and back on purpose."""
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+
+    @agent.event
+    async def keep(self, blob: str) -> int:
+        self.kept.append(blob)
+        return len(self.kept)
+
+    @agent.event
+    async def clear(self) -> None:
+        self.kept = []
+
+    @agent.run
+    async def run(self) -> None:
+        await condition(lambda: False)

@@ -9,7 +9,8 @@ draw all its recipes up front (seeded) and still aim each one at the live agents
 Every recipe is hostile by construction: it is undecodable, misaddressed, for an agent
 that does not exist, or for a real agent but wrong in at least one thing that makes it
 count for nothing (a near miss of the step, timer or child in flight). The few that are
-valid envelopes with hostile contents say so in their expectation (`deep`: applied).
+valid envelopes with hostile contents say so in their expectation (`deep`: applied), and
+`hoard` drives an agent's record to the size limit with valid inputs (and refused ones).
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ from fuzz_agents import EVENTS, KID, STEP_FUNCTION, TARGET
 from fuzz_world import (
     AGENT_EVENTS,
     DUPLICATE,
-    ENVELOPE_DEPTH,
     IGNORED,
+    NESTING_LIMIT,
+    PARSER_DEPTH,
     STEP_RESULTS,
     UNDECODABLE,
     Expect,
@@ -79,7 +81,8 @@ sources = st.sampled_from([AGENT_EVENTS, STEP_RESULTS])
 targets = st.sampled_from(range(10_000))
 times = st.datetimes(timezones=st.none() | st.just(timezone.utc) | st.timezones())
 idempotency = st.none() | st.text(max_size=2)  # short keys repeat, so the key window is exercised too
-size_classes = st.sampled_from(["big", "big", "oversized"])
+size_classes = st.sampled_from(["copied", "left out", "over the limit"])
+overs = st.sampled_from([0.0, 0.0, 1.0]) | st.floats(0.0, 1.0)  # how far into a size class: its edges often
 units = st.sampled_from(["x", '"', "\\", "\u0001", "é", "😀", "\n", "{"])
 AGENT_KINDS = ("schedule", "event", "cancel", "timer", "child_result")
 RESULT_KINDS = ("step_result", "step_progress")
@@ -385,12 +388,13 @@ def forged_child(world: World, target: int, misses: frozenset[str], other: int, 
     return Sent.of(message, "forged child result", IGNORED)
 
 
-# -- huge and deep -------------------------------------------------------------------------------
+# -- huge, deep, and agents at the record limit ---------------------------------------------
 
 
-def huge(world: World, shape: int, target: int, unit: str, size_class: str, name: str) -> Sent:
-    """A record that is large (its dead letter a sixth of the record limit) or oversized (its
-    dead letter larger than one message may be: a KNOWN failure, only when asked for)."""
+def huge(world: World, shape: int, target: int, unit: str, size_class: str, over: float, name: str) -> Sent:
+    """A large record, whose dead letter copies its value ("copied": up to the largest value a
+    letter copies) or leaves it out, saying where it stays ("left out": larger than that;
+    "over the limit": larger than an agent's record may be)."""
     t = world.target(target)
     kind = ["garbage", "unknown agent", "unknown event", "wrong key", "forged result"][shape % 5]
     agent_id = ghost_of(world, name) if kind == "unknown agent" else t.agent_id
@@ -407,46 +411,51 @@ def huge(world: World, shape: int, target: int, unit: str, size_class: str, name
         key = (agent_id + "!").encode() if kind == "wrong key" else agent_id.encode()
         return key, SendEvent(agent_id=agent_id, event="no such event", payload=text, message_id=message_id).to_bytes()
 
-    n, known = world.fit(build, size_class)
-    key, value = build(n)
-    category = f"huge: {kind}"
+    # the letter of an unknown event waits in its agent's outbox: it must fit there with room to spare
+    key, value = build(world.fit(build, size_class, over, in_record=kind == "unknown event"))
+    category = f"huge ({size_class}): {kind}"
     if kind == "forged result":  # ignored: no dead letter to carry it
         return Sent(STEP_RESULTS, key, value, category, IGNORED)
     expect = {"garbage": UNDECODABLE, "wrong key": Expect.letter("key_mismatch"),
               "unknown agent": Expect.letter("agent_not_found"), "unknown event": Expect.letter("unknown_event")}[kind]
     if kind == "unknown event":
         expect = world.client(t.agent_id, message_id) or expect
-    if known:  # how the fix reports it is its own business: dead-lettered with some reason
-        expect = Expect("dead_lettered")
-    return Sent(AGENT_EVENTS, key, value, category, expect, known=known)
+    return Sent(AGENT_EVENTS, key, value, category, expect)
 
 
-def deep(world: World, shape: int, target: int, levels: int, name: str) -> Sent:
-    """A payload nested `levels` deep: refused by the decoder past its limit, else taken as any payload."""
+def deep(world: World, shape: int, target: int, levels: int, mixed: bool, name: str) -> Sent:
+    """A payload nested `levels` deep: refused by the decoder past its limit (`invalid_envelope`),
+    not JSON to its parser further on (`not_json`), else taken as any payload."""
     t = world.target(target)
-    depth, known = world.depth(levels)
-    payload = nested(depth)
+    payload = nested(levels, mixed)
+    too_deep = (Expect.letter("not_json") if levels > PARSER_DEPTH
+                else Expect.letter("invalid_envelope") if levels > NESTING_LIMIT else None)
     kind = ["nap", "unknown agent", "forged result"][shape % 3]
     if kind == "forged result":
         text = (f'{{"kind":"step_result","agent_id":{json_bytes(t.agent_id).decode()},"run_id":"{t.run_id}",'
                 f'"step_id":"0","attempt":1,"function":"nope","ok":true,"output":{payload}}}')
-        expect = IGNORED if depth <= ENVELOPE_DEPTH else Expect.letter("not_json")
-        return Sent(STEP_RESULTS, t.agent_id.encode(), text.encode(), "deep: forged result", expect)
+        return Sent(STEP_RESULTS, t.agent_id.encode(), text.encode(), "deep: forged result", too_deep or IGNORED)
+    if kind == "nap" and not world.has_room(t):  # its record must stay far from the limit
+        kind = "unknown agent"
     agent_id = t.agent_id if kind == "nap" else ghost_of(world, name)
     message_id = new_message_id()
     text = (f'{{"kind":"event","message_id":"{message_id}","agent_id":{json_bytes(agent_id).decode()},'
             f'"event":"nap","payload":{payload}}}')
-    sent = Sent(AGENT_EVENTS, agent_id.encode(), text.encode(), f"deep: {kind}", Expect.letter("not_json"))
-    if depth > ENVELOPE_DEPTH:
-        return sent
-    if kind == "unknown agent":
-        sent.expect = Expect.letter("agent_not_found")
+    expect = too_deep or Expect.letter("agent_not_found")
+    sent = Sent(AGENT_EVENTS, agent_id.encode(), text.encode(), f"deep: {kind}", expect)
+    if too_deep is not None or kind == "unknown agent":
         return sent
     # a valid `nap`: applied, and one more nap counted (its payload is ignored by the handler)
     assert world.client(t.agent_id, message_id) is None
     t.naps += 1
-    sent.expect, sent.valid, sent.known = Expect("applied"), True, known
+    sent.expect, sent.valid = Expect("applied"), True
     return sent
+
+
+def hoard(world: World, kind: str, pick: int, fraction: float) -> Sent:
+    """An input to an agent that keeps what it is sent (bench/fuzz_hoard.py): its record
+    grows to the size limit, is parked there, and is cleared again."""
+    return world.hoard_input(kind, pick, fraction)
 
 
 # -- the strategy ----------------------------------------------------------------------------------
@@ -466,6 +475,9 @@ steps = st.sampled_from(range(10_000))
 def misses(*fields: str) -> st.SearchStrategy[frozenset[str]]:
     return st.frozensets(st.sampled_from(fields), min_size=1)
 
+
+hoard_recipes = recipe(hoard, kind=st.sampled_from(["keep", "keep", "keep", "clear", "refused"]),
+                       pick=st.integers(0, 2), fraction=st.floats(0.0, 1.0))
 
 # (weight, strategy): huge records are few, they cost the most to send and to process
 RECIPES: list[tuple[int, st.SearchStrategy[Recipe]]] = [
@@ -496,9 +508,11 @@ RECIPES: list[tuple[int, st.SearchStrategy[Recipe]]] = [
     (4, recipe(forged_child, target=targets, misses=misses("seq", "child_run_id", "run_id"),
                other=st.sampled_from(range(100)), status=st.sampled_from(["completed", "failed", "cancelled", "running"]),
                result=json_values)),
-    (1, recipe(huge, shape=st.sampled_from(range(5)), target=targets, unit=units, size_class=size_classes, name=names)),
-    (2, recipe(deep, shape=st.sampled_from(range(3)), target=targets, name=names,
-               levels=st.sampled_from([1, 150, 197, 198, 199, 200, 201, 1000]) | st.integers(1, 300))),
+    (1, recipe(huge, shape=st.sampled_from(range(5)), target=targets, unit=units, size_class=size_classes,
+               over=overs, name=names)),
+    (2, recipe(deep, shape=st.sampled_from(range(3)), target=targets, name=names, mixed=st.booleans(),
+               levels=st.sampled_from([1, 63, 64, 65, 66, 198, 199, 200, 201, 202, 1000]) | st.integers(1, 300))),
+    (2, hoard_recipes),
 ]
 
 

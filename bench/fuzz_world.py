@@ -7,6 +7,12 @@ from what it sent itself. Every record it builds (`Sent`) carries its expected o
 letter, the reason codes it may carry. Pure Python: no Kafka, no hypothesis; the unit
 test drives it through `InputHandler` in-process, bench/fuzz.py through a real processor.
 
+Dead letters are modelled to the byte where it matters: a letter copies the record's
+value unless it is larger than `letter_value_limit` (min(64 kB, max_record_bytes / 8),
+streams/engine/base.py `dead_letter`), then its value is empty and its reason says
+where the value stays (topic, partition, offset). Agents at the record size limit are
+modelled in bench/fuzz_hoard.py.
+
 De-duplication is modelled exactly (streams/engine/dedup.py): every client input
 (schedule, event, cancel) that reaches an agent's record is remembered by its
 idempotency key or message ID, up to `max_keys` per agent, and a later client input
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agentstream.streams.engine.base import LETTER_VALUE_LIMIT
 from agentstream.topics import (
     DeadLetter,
     Envelope,
@@ -33,21 +40,17 @@ from agentstream.topics import (
     run_id_for,
 )
 
-from fuzz_agents import KID, TARGET, kid_id
+from fuzz_agents import HOARD, KID, TARGET, kid_id
+from fuzz_hoard import Hoards, Limits, choose, predict
 
 AGENT_EVENTS, STEP_RESULTS = "agent-events", "step-results"
-OUTCOMES = ("applied", "ignored", "duplicate", "dead_lettered")
-DEEP_LIMIT = 198  # deepest payload nesting a stored record can be read back with (see KNOWN)
-ENVELOPE_DEPTH = 200  # deepest payload nesting the envelope decoder accepts
-
-# Failures found by this fuzzer and pinned by strict-xfail tests in tests/unit/test_fuzz_handler.py.
-# Records that hit them are generated only when a run asks for known failures.
-KNOWN = {
-    "oversized_dead_letter": "a rejected record whose dead letter is larger than one message may be "
-                             "(AGENTSTREAM_MAX_RECORD_BYTES): see test_oversized_*",
-    "deep_payload": f"an applied event whose payload nests {DEEP_LIMIT + 1}-{ENVELOPE_DEPTH} levels deep leaves a "
-                    "record that cannot be read back: see test_deeply_nested_payload_*",
-}
+NESTING_LIMIT = 64  # deepest payload nesting the envelope decoder takes (topics/_envelopes.py MAX_NESTING)
+PARSER_DEPTH = 200  # deepest payload nesting the JSON parser reads at all: deeper is not JSON to it
+HOARD_PREFIX = "fz-hoard-"  # agent IDs of the hoards (no hostile record aims at an unknown agent of that name)
+# A FuzzTarget always has a step in flight, so its record is never compacted: each input it applies
+# grows it by up to this much (about 310 bytes measured). It takes applied inputs only up to half the
+# record limit (`World.room`), far from the limit even with the largest dead letter in its outbox.
+TARGET_GROWTH = 400
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,6 @@ class Sent:
     category: str
     expect: Expect
     derived: tuple[Expect, ...] = ()  # inputs the processor itself sends to agent-events in reaction
-    known: str | None = None  # a KNOWN failure this record runs into
     valid: bool = False  # one of the valid inputs the real agents' end state counts
 
     @classmethod
@@ -114,32 +116,41 @@ class Target:
     def kid_id(self) -> str:
         return kid_id(self.agent_id)
 
+    @property
+    def applied(self) -> int:
+        """The inputs it applied (each grows its record): schedule, adopt, naps, adds, step results."""
+        return 2 + self.naps + self.count + len(self.outputs)
+
     def fields(self) -> dict[str, Any]:
         """The fields the agent has when every valid input applied exactly once."""
         return {"count": self.count, "total": self.total, "outputs": self.outputs, "naps": self.naps, "kid": None}
 
 
 class World:
-    def __init__(
-        self, agent_ids: list[str], *, record_limit: int, max_keys: int, seed: int, known_failures: bool = False,
-    ) -> None:
+    def __init__(self, agent_ids: list[str], *, record_limit: int, max_keys: int, seed: int) -> None:
         self.rng = random.Random(seed)
         self.targets = [Target(a, self.rng.randrange(1000), uuid.UUID(int=self.rng.getrandbits(128)).hex)
                         for a in agent_ids]
         self.by_id = {t.agent_id: t for t in self.targets}
         self.record_limit = record_limit
         self.max_keys = max_keys
-        self.known_failures = known_failures
+        self.letter_value_limit = min(LETTER_VALUE_LIMIT, record_limit // 8)
+        self.room = record_limit // 2 // TARGET_GROWTH  # inputs a FuzzTarget may apply
+        self.hoards = Hoards(Limits(record_limit, self.letter_value_limit))
         self._keys: dict[str, OrderedDict[str, None]] = {a: OrderedDict() for a in agent_ids}
         self._serial = 0
 
     # -- what the harness sees ---------------------------------------------------------
 
     def real(self, agent_id: str) -> bool:
-        return agent_id in self.by_id or any(agent_id == t.kid_id for t in self.targets)
+        return (agent_id in self.by_id or any(agent_id == t.kid_id for t in self.targets)
+                or agent_id.startswith(HOARD_PREFIX))
 
     def target(self, index: int) -> Target:
         return self.targets[index % len(self.targets)]
+
+    def has_room(self, t: Target) -> bool:
+        return t.applied < self.room
 
     def saw_command(self, command: dict[str, Any]) -> None:
         """A step command on step-commands (what a worker would get): the step now in flight."""
@@ -192,11 +203,15 @@ class World:
         return records
 
     def valid(self) -> Sent:
-        """A random valid input to a random target: the result of its step in flight, or an `add`."""
-        waiting = [t for t in self.targets if t.command is not None and t.command["message_id"] not in t.answered]
+        """A random valid input to a random target with room: the result of its step in flight, or an `add`."""
+        roomy = [t for t in self.targets if self.has_room(t)]
+        if not roomy:
+            raise RuntimeError(f"every FuzzTarget applied {self.room} inputs: its record nears the size limit; "
+                               "aim the records at more targets")
+        waiting = [t for t in roomy if t.command is not None and t.command["message_id"] not in t.answered]
         if waiting and self.rng.random() < 0.4:
             return self._answer(self.rng.choice(waiting))
-        t = self.rng.choice(self.targets)
+        t = self.rng.choice(roomy)
         n = self.rng.randrange(-1000, 1000)
         self._serial += 1
         idempotency = f"idem-{self._serial}" if self.rng.random() < 0.5 else None
@@ -222,6 +237,29 @@ class World:
         t.results.append(sent)
         return sent
 
+    # -- an agent at the record size limit (bench/fuzz_hoard.py) ----------------------
+
+    def hoard_input(self, kind: str, pick: int, fraction: float) -> Sent:
+        """The next input to the current hoard (scheduling a fresh one when there is none):
+        a `keep` sized to come to the `pick`-th outcome it can come to, a `clear`, or a
+        `refused` event; whichever of these has a certain outcome first."""
+        hoard = self.hoards.current()
+        if hoard is None:
+            hoard = self.hoards.add(f"{HOARD_PREFIX}{len(self.hoards.all)}")
+            schedule = ScheduleAgent(agent_id=hoard.agent_id, agent_type=HOARD)
+            return Sent.of(schedule, "record limit: schedule", APPLIED, valid=True)
+        for what, blob in choose(hoard, kind, pick, fraction, self.hoards.limits):
+            event = {"keep": "keep", "clear": "clear", "refused": "no such event"}[what]
+            message = SendEvent(agent_id=hoard.agent_id, event=event, payload="x" * blob if what == "keep" else None)
+            value = message.to_bytes()
+            guess = predict(hoard, what, blob, len(value), self.hoards.limits)
+            if guess is not None:
+                self.hoards.commit(guess.hoard)
+                expect = Expect(guess.outcome, frozenset({guess.reason} if guess.reason else ()))
+                category = f"record limit: {what} to a {'stuck' if hoard.stuck else 'running'} hoard"
+                return Sent(AGENT_EVENTS, message.key, value, category, expect, valid=what != "refused")
+        raise AssertionError(f"no input with a certain outcome for {hoard}")
+
     # -- sizes -------------------------------------------------------------------------
 
     def letter_bytes(self, key: bytes | None, value: bytes | None) -> int:
@@ -232,30 +270,52 @@ class World:
         )
         return len(letter.to_bytes())
 
-    def fit(self, build: Callable[[int], tuple[bytes | None, bytes]], size_class: str) -> tuple[int, str | None]:
-        """How many repetitions make the record built by `build(n)` (key, value) "big" (its dead
-        letter within a sixth of the record limit, so it fits even inside its agent's record)
-        or "oversized" (its dead letter over the limit: a KNOWN failure, so big unless asked for)."""
-        oversized = size_class == "oversized" and self.known_failures
-        goal = self.record_limit * 11 // 10 if oversized else self.record_limit // 6 - 4096
-        small, large = (self.letter_bytes(*build(n)) for n in (64, 128))
-        n = max(1, 64 + (goal - small) * 64 // max(1, large - small))
-        while n > 1 and not oversized and self.letter_bytes(*build(n)) > goal:
-            n = n * 9 // 10
-        while oversized and self.letter_bytes(*build(n)) <= self.record_limit:
-            n = n * 11 // 10 + 1
-        return n, ("oversized_dead_letter" if oversized else None)
+    def letter_value(self, value: bytes | None) -> bytes | None:
+        """The value the dead letter of a record with `value` copies; None: left out (too large)."""
+        return None if value is not None and len(value) > self.letter_value_limit else value or b""
 
-    def depth(self, wanted: int) -> tuple[int, str | None]:
-        """`wanted` nesting levels, unless that is a KNOWN failure not asked for."""
-        if DEEP_LIMIT < wanted <= ENVELOPE_DEPTH:
-            return (wanted, "deep_payload") if self.known_failures else (DEEP_LIMIT, None)
-        return wanted, None
+    def fit(self, build: Callable[[int], tuple[bytes | None, bytes]], size_class: str, over: float,
+            in_record: bool) -> int:
+        """How many repetitions make the value of the record built by `build(n)` (key, value):
+        "copied": at most `letter_value_limit` (the largest a dead letter copies, less `over`
+        of half of it) and, if its letter waits `in_record` (an agent's outbox), a letter
+        within a sixth of the record limit, so that it certainly fits there;
+        "left out": over `letter_value_limit` (by `over` of the way to the record limit);
+        "over the limit": over the record limit itself (by `over` of a quarter of it)."""
+        limit, letters = self.record_limit, self.letter_value_limit
+        if size_class == "copied":
+            goal = letters - int(over * letters / 2)
+
+            def small_enough(n: int) -> bool:
+                key, value = build(n)
+                return len(value) <= goal and (not in_record or self.letter_bytes(key, value) <= limit // 6 - 4096)
+
+            return _last(small_enough)
+        if size_class == "left out":
+            least = letters + 1 + int(over * (limit - letters))
+        else:
+            least = limit + 1 + int(over * limit / 4)
+        return _last(lambda n: len(build(n)[1]) < least) + 1
 
 
-def nested(depth: int) -> str:
-    """JSON text of a list nested `depth` levels deep."""
-    return "[" * depth + "]" * depth
+def _last(holds: Callable[[int], bool]) -> int:
+    """The largest n >= 1 for which `holds(n)` (it holds up to some n, then never again), or 1."""
+    high = 1
+    while holds(high):
+        high *= 2
+    low = high // 2  # holds(low), unless low == 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if holds(middle) else (low, middle)
+    return max(1, low)
+
+
+def nested(depth: int, mixed: bool = False) -> str:
+    """JSON text of lists (or, if `mixed`, lists and objects by turns) nested `depth` levels deep."""
+    opens = ['{"a":' if mixed and level % 2 else "[" for level in range(depth)]
+    closes = ["}" if mixed and level % 2 else "]" for level in reversed(range(depth))]
+    innermost = "{}" if opens[-1] != "[" else "[]"
+    return "".join(opens[:-1]) + innermost + "".join(closes[1:])
 
 
 def json_bytes(document: Any) -> bytes:
