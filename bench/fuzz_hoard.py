@@ -8,20 +8,14 @@ would not (streams/engine/seal.py `_too_large`) is not applied: the agent is par
 the limit; if not, the agent is parked and the input dead-lettered as `record_too_large`;
 if even the parked agent does not fit, the record stays as it was and only the dead
 letter goes out. A refused input whose dead letter does not fit goes out the same way,
-the record unchanged (with, today, the records of the unstick attempt that preceded it:
-pinned as a bug by the strict-xfail
-test_a_refused_input_to_an_agent_parked_at_the_record_limit_publishes_only_its_dead_letter;
-the harness does not read agent-updates).
+the record unchanged, and nothing else of the turn (nor of the unstick attempt before it).
 
 A stuck agent's next input first tries to unstick it (durable.py `_unstick`: its parked
-inputs and this one applied in order, checked as one turn), once per process until a
-turn parks it with its input while sealing (the engine then forgets it); after that,
-inputs are parked behind the others without a try (`_stuck_input`). `Hoard.tried`
-models that as the engine does it today: neither an unstick that succeeds nor a turn
-that parks the agent and dead-letters its input resets it, so an agent once unstuck in
-this process parks inputs a fresh process would apply (pinned as a bug by the strict-xfail
-test_an_agent_parked_at_the_record_limit_takes_its_next_input_whatever_came_before_in_this_process
-in tests/unit/test_fuzz_handler.py; once fixed, `tried` is reset in those two places).
+inputs and this one applied in order, checked as one turn), once per process; after that,
+inputs are parked behind the others without a try (`_stuck_input`). The engine forgets
+the agent (so its next input tries again) whenever a turn is not recorded as run because
+of the size limit, and an agent that runs again starts over (a later park is a new
+episode). `Hoard.tried` models exactly that.
 
 The harness cannot see a record's size, only bound it: a FuzzHoard is quiescent after
 every turn, so its record is compacted and holds each kept blob twice (fields and base),
@@ -113,24 +107,30 @@ def predict(hoard: Hoard, kind: str, blob: int, size: int, limits: Limits) -> Pr
         trying = replace(seen, tried=True)
         pending = [("keep" if b else "clear", b) for b in hoard.parked] + ([] if kind == "refused" else [(kind, blob)])
         kept = _after(hoard.kept, pending)
-        unstuck = replace(trying, kept=kept, parked=(), stuck=False)
+        unstuck = replace(trying, kept=kept, parked=(), stuck=False, tried=False)  # running: a later park starts over
         if kind == "refused":
             fits = _fits(2 * sum(kept), seen.overhead() + _letter(size, limits), limits.turn)
-            return None if fits is None else Prediction("dead_lettered", "unknown_event", unstuck if fits else trying)
+            # not recorded when too large: the engine forgets the agent, so its next input tries again
+            return None if fits is None else Prediction(
+                "dead_lettered", "unknown_event", unstuck if fits else replace(trying, tried=False))
         fits = _fits(2 * sum(kept), seen.overhead(), limits.turn)
         if fits is None:
             return None
         return Prediction("applied", None, unstuck) if fits else _too_large(trying, blob, size, limits)
-    if kind == "refused":
-        return Prediction("dead_lettered", "unknown_event", seen)
-    if len(hoard.parked) >= MAX_PARKED:
-        return Prediction("dead_lettered", STUCK_CODE, seen)
+    if kind == "refused" or len(hoard.parked) >= MAX_PARKED:
+        # the letter is kept with the record; if that is too large it goes out alone and the engine forgets the agent
+        fits = _fits(_stored(hoard), seen.overhead() + _letter(size, limits), limits.record)
+        if fits is None:
+            return None
+        code = "unknown_event" if kind == "refused" else STUCK_CODE
+        return Prediction("dead_lettered", code, seen if fits else replace(seen, tried=False))
     fits = _fits(_stored(hoard) + blob, seen.overhead(), limits.record)  # parked by the turn, or by `_too_large`
     if fits is None:
         return None
     if fits:
         return Prediction("parked", None, replace(seen, parked=(*hoard.parked, blob)))
-    return Prediction("dead_lettered", TOO_LARGE, seen)  # parked without it, or left as it was: stuck either way
+    # parked without it, or left as it was: stuck either way, and the engine forgets the agent
+    return Prediction("dead_lettered", TOO_LARGE, replace(seen, tried=False))
 
 
 def _too_large(hoard: Hoard, blob: int, size: int, limits: Limits) -> Prediction | None:
@@ -143,7 +143,7 @@ def _too_large(hoard: Hoard, blob: int, size: int, limits: Limits) -> Prediction
     bare = _fits(_stored(hoard), hoard.overhead() + _letter(size, limits), limits.record)
     if bare is None and not hoard.stuck:  # parked, or left running: the difference shows
         return None
-    return Prediction("dead_lettered", TOO_LARGE, replace(hoard, stuck=hoard.stuck or bool(bare)))
+    return Prediction("dead_lettered", TOO_LARGE, replace(hoard, stuck=hoard.stuck or bool(bare), tried=False))
 
 
 def _after(kept: tuple[int, ...], inputs: list[tuple[str, int]]) -> tuple[int, ...]:

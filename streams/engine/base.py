@@ -98,6 +98,7 @@ class TurnFacts:
     compaction_refused: bool = False
     nondeterminism: bool = False
     blocked: bool = False
+    too_large: bool = False  # the turn was not recorded as run: its record would have been too large
     steps: list[StepOutcome] = field(default_factory=list)
 
 

@@ -103,8 +103,10 @@ class DurableEngine:
             self.forget(message.agent_id)
             outcome = self._failed(record, message, now, exc)
         sealed = self._sealer.seal(record, message, now, origin, outcome)
-        if sealed.label == "parked" and outcome.label != "parked":  # parked while sealing (too large)
+        if sealed.facts.too_large:  # what the live agent ran was not recorded: start from the record again
             self.forget(message.agent_id)
+        elif sealed.record is not None and sealed.record.status is not AgentStatus.STUCK:
+            self._unstick_tried.discard(message.agent_id)  # running again: a later park is a new episode
         return sealed
 
     def undeliverable(self, record: AgentRecord, reason: str, now: datetime) -> TurnOutcome:

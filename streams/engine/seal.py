@@ -65,7 +65,7 @@ class Sealer:
         # A turn must leave room to park its agent with the reason: parking always fits then.
         if len(data) > self.config.max_record_bytes - PARK_HEADROOM:
             if outcome.rejection is not None:  # the agent's record stays as it is; the letter goes out directly
-                return _unrecorded(record, outcome)
+                return _unrecorded(record, outcome, outcome.dead_letters[-1])
             return self._too_large(record, message, now, origin, len(data))
         outcome.record, outcome.stored, outcome.publish = new, data, new.outbox
         return outcome
@@ -116,6 +116,7 @@ class Sealer:
             "agents that always have work in flight continue as new (agent.should_continue_as_new())"
         )
         rejected = TurnOutcome.rejected(record, "record_too_large", reason)
+        rejected.facts.too_large = True
         rejected.dead_letters.append(self._letter(message, origin, "record_too_large", reason))
         rejected.label = "dead_lettered"
         if record is None:
@@ -129,6 +130,7 @@ class Sealer:
             parked.status, parked.error, parked.updated_at = AgentStatus.STUCK, reason, now
             dedup.note_applied(parked, message, source, offset, now, self.config.dedup)
             outcome = rejected if not keep_input else TurnOutcome(record=parked, label="parked")
+            outcome.facts.too_large = True
             outcome.record = parked
             if record.status is not AgentStatus.STUCK:
                 outcome.updates.append(status_update(parked, record.status, f"too-large:{record.revision}", now))
@@ -138,14 +140,17 @@ class Sealer:
                 outcome.stored, outcome.publish = data, parked.outbox
                 return outcome
             outcome.updates.clear()
-        return _unrecorded(record, rejected)
+        return _unrecorded(record, rejected, rejected.dead_letters[-1])
 
 
-def _unrecorded(record: AgentRecord | None, outcome: TurnOutcome) -> TurnOutcome:
-    """An outcome that changes nothing stored: its records go out directly (a redelivery of the
-    input comes to the same outcome and sends the same records again)."""
+def _unrecorded(record: AgentRecord | None, outcome: TurnOutcome, letter: DeadLetter) -> TurnOutcome:
+    """Nothing is stored: the record stays as it was, so of everything the turn (or the unstick
+    attempt before it) produced only the input's dead letter goes out; a redelivery of the input
+    comes to the same outcome and sends the same letter again."""
     outcome.record, outcome.stored = record, None
+    outcome.updates, outcome.commands, outcome.messages, outcome.dead_letters = [], [], [], [letter]
     outcome.publish = _items(outcome)
+    outcome.facts.too_large = True
     return outcome
 
 

@@ -268,10 +268,6 @@ async def test_deeply_nested_payload_leaves_the_agent_readable() -> None:
     assert await rig.send(rig.world.valid()) == ("applied", [])
 
 
-@pytest.mark.xfail(strict=True, reason="Sealer.seal -> _unrecorded publishes every record of the outcome, not only "
-                   "the dead letter: the unstick attempt re-applied the parked inputs (too large again), so a false "
-                   "'running' agent update goes out (and any step commands or messages of those unrecorded turns) "
-                   "while the stored record stays stuck")
 async def test_a_refused_input_to_an_agent_parked_at_the_record_limit_publishes_only_its_dead_letter() -> None:
     rig = await one_agent()
     hoard = ScheduleAgent(agent_id="hoard", agent_type=HOARD)
@@ -286,10 +282,6 @@ async def test_a_refused_input_to_an_agent_parked_at_the_record_limit_publishes_
     assert published == [(NAMES.dead_letters, None)]
 
 
-@pytest.mark.xfail(strict=True, reason="DurableEngine._unstick_tried is not cleared when an unstick succeeds, nor when "
-                   "Sealer._too_large parks the agent and dead-letters the input (apply() forgets the agent only for "
-                   "the label 'parked'): an agent once unstuck in this process parks every later input without trying "
-                   "again, where the same record in a fresh process (after a restart or rebalance) applies it")
 async def test_an_agent_parked_at_the_record_limit_takes_its_next_input_whatever_came_before_in_this_process() -> None:
     rig = await one_agent()
 
