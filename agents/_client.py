@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ from yarl import URL
 from agentstream.streams.broker.profile import detect_profile
 from agentstream.streams.kafka import producer as kafka_producer
 from agentstream.streams.settings import Settings
+from agentstream.streams.stream_in import read_agent_stream
 from agentstream.topics import (
     AgentStatus,
     AgentUpdate,
@@ -29,6 +31,7 @@ from agentstream.topics import (
     Envelope,
     ScheduleAgent,
     SendEvent,
+    StreamItem,
     TopicNames,
     run_id_for,
 )
@@ -225,6 +228,30 @@ class AgentClient:
                         yield AgentUpdate.model_validate_json(record.value)
         finally:
             await consumer.stop()
+
+    async def stream(
+        self, agent_id: str, after: str | None = None, *, follow: bool = True, timeout: float | timedelta | None = None
+    ) -> AsyncIterator[StreamItem]:
+        """The agent's live output on agent-stream (text deltas, tool calls, run events), in order.
+
+        Each item has `.event` (a `StreamEvent`) and `.cursor`: keep the cursor of the
+        last item you handled and pass it as `after` to resume right after it, in this
+        process or another, missing nothing and seeing nothing twice. Without `after`
+        the stream starts at the oldest event the topic keeps (a day). With `follow` the
+        iterator waits for new events until you stop iterating, or until `timeout`
+        (seconds or timedelta) passes without one; `follow=False` ends once it has
+        what is on the topic now. Reads only the partition that holds the agent's key.
+        Raises `InvalidCursorError` for a cursor it did not hand out.
+        """
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        profile = await detect_profile(self.settings.kafka_bootstrap, self.settings.embedded_broker)
+        items = read_agent_stream(
+            self.settings.kafka_bootstrap, self.names.agent_stream, agent_id, after,
+            follow=follow, idle_timeout=seconds, profile=profile,
+        )
+        async with contextlib.aclosing(items):  # stopping this iterator stops the reader's consumer at once
+            async for item in items:
+                yield item
 
     def _agent_url(self, agent_id: str) -> URL:
         """The API URL of one agent. The ID is one path segment: `/`, `#`, `?`, `%` are quoted.

@@ -8,14 +8,26 @@ WIRE.md beside this file documents the format for producers in other languages.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
-from .exceptions import InvalidMessageError
+from .exceptions import AgentstreamError, InvalidMessageError
 
 WIRE_VERSION = 1
 
@@ -216,6 +228,95 @@ class AgentUpdate(Envelope):
     previous_status: AgentStatus | None = None
     result: JsonValue = None
     error: str | None = None
+
+
+StreamEventType = Literal[
+    "text_delta",
+    "tool_call_delta",
+    "tool_call",
+    "tool_result",
+    "run_started",
+    "run_finished",
+    "approval_requested",
+    "approval_decided",
+    "error",
+    "superseded",
+]
+
+
+def stream_event_id(run_id: str, step_id: str | None, attempt: int | None, seq: int) -> str:
+    """The message ID of a stream event: the same whenever the same attempt emits its seq-th event.
+
+    A null step_id or attempt is written as an empty string; step IDs are never empty and
+    attempts are integers, so no two positions share a purpose string.
+    """
+    return derived_message_id(run_id, f"stream:{step_id or ''}:{'' if attempt is None else attempt}:{seq}")
+
+
+class StreamEvent(Envelope):
+    """A piece of an agent's live output on `agent-stream`: a token delta, tool-call progress, a run event.
+
+    `seq` counts the events of one (run, step, attempt) from 0, so a reader can order
+    them and notice a gap. The stream is progress, not the record of what happened: the
+    committed step result stays authoritative, and a `superseded` event tells readers to
+    drop the partial output of an abandoned attempt.
+    """
+
+    kind: Literal["stream_event"] = "stream_event"
+    run_id: str
+    step_id: str | None = Field(None, min_length=1)  # None: an event of the run, not of one step
+    attempt: int | None = Field(None, ge=1)
+    seq: int = Field(ge=0)
+    type: StreamEventType
+    data: JsonValue = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_message_id(cls, value: Any) -> Any:
+        """Without a message ID the event gets its derived one, so a resent copy keeps its identity."""
+        if isinstance(value, dict) and value.get("message_id") is None:
+            run_id, step_id, attempt, seq = (value.get(name) for name in ("run_id", "step_id", "attempt", "seq"))
+            if (
+                isinstance(run_id, str)
+                and isinstance(seq, int)
+                and (step_id is None or isinstance(step_id, str))
+                and (attempt is None or isinstance(attempt, int))
+            ):
+                return {**value, "message_id": stream_event_id(run_id, step_id, attempt, seq)}
+        return value
+
+
+class InvalidCursorError(AgentstreamError, ValueError):
+    """A stream cursor that this version did not hand out (or that was damaged on the way)."""
+
+
+_CURSOR = re.compile(r"([0-9]{1,9}):([0-9]{1,19})")
+
+
+def stream_cursor(partition: int, offset: int) -> str:
+    """The cursor of the record at `offset` of `partition` of agent-stream: `"<partition>:<offset>"`.
+
+    Clients treat it as opaque and hand it back to resume after that record.
+    """
+    return f"{partition}:{offset}"
+
+
+def parse_stream_cursor(cursor: str) -> tuple[int, int]:
+    """(partition, offset) of a cursor made by `stream_cursor`; raises `InvalidCursorError`."""
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
+        raise InvalidCursorError(
+            f"invalid stream cursor {cursor[:80]!r}: expected '<partition>:<offset>' as handed out with an event"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One event read from agent-stream and the cursor to resume right after it."""
+
+    cursor: str
+    event: StreamEvent
 
 
 class DeadLetter(BaseModel):

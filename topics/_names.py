@@ -45,6 +45,11 @@ class TopicNames:
         return f"{self.prefix}agent-updates"
 
     @property
+    def agent_stream(self) -> str:
+        """Live output of agents (token deltas, tool-call progress, run events), keyed by agent ID."""
+        return f"{self.prefix}agent-stream"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.prefix}dead-letters"
 
@@ -54,7 +59,12 @@ class TopicNames:
     def specs(
         self, partitions: int, replication_factor: int = 1, task_queues: tuple[str, ...] = ()
     ) -> list[TopicSpec]:
-        """Every topic agentstream needs; agent-events and step-results are co-partitioned."""
+        """Every topic agentstream needs; agent-events and step-results are co-partitioned.
+
+        agent-stream gets the same partition count too (readers find an agent's partition
+        by its key, like every producer) and keeps a day: it carries progress a client
+        may catch up on after a disconnect, while the step results stay authoritative.
+        """
 
         def spec(name: str, **kwargs: object) -> TopicSpec:
             return TopicSpec(name, partitions, replication_factor, **kwargs)  # type: ignore[arg-type]
@@ -63,6 +73,7 @@ class TopicNames:
             spec(self.agent_events),
             spec(self.step_results),
             spec(self.agent_updates),
+            spec(self.agent_stream, retention_ms=DAY_MS),
             spec(self.dead_letters, retention_ms=30 * DAY_MS),
             *(spec(self.step_commands(queue)) for queue in task_queues),
         ]

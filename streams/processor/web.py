@@ -1,4 +1,5 @@
-"""HTTP endpoints of a processor: health, readiness, agent state (routed to its owner)."""
+"""HTTP endpoints of a processor: health, readiness, agent state (routed to its owner),
+the agent stream as SSE (sse.py) and events and schedules over HTTP (http_inputs.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from faust import web
 from agentstream.agents._registry import agent_definitions
 
 from ..engine import AgentRecord
+from .http_inputs import register_http_inputs
+from .sse import register_stream_view
 
 if TYPE_CHECKING:
     from .app import Processor
@@ -45,3 +48,6 @@ def register_views(processor: "Processor") -> None:
             }
             return self.json(body, status=404)
         return self.json(AgentRecord.from_bytes(stored).public_view())
+
+    register_stream_view(processor)
+    register_http_inputs(processor)

@@ -300,8 +300,8 @@ def test_topics_create_is_idempotent_and_list_shows_partitions(broker: str) -> N
     prefix = fresh_prefix()
     env = cli_env(AGENTSTREAM_KAFKA_BOOTSTRAP=broker, AGENTSTREAM_TOPIC_PREFIX=prefix)
     names = TopicNames(prefix)
-    expected = {names.agent_events, names.step_results, names.agent_updates, names.dead_letters,
-                names.step_commands("q1")}
+    expected = {names.agent_events, names.step_results, names.agent_updates, names.agent_stream,
+                names.dead_letters, names.step_commands("q1")}
     line = re.compile(r"^(created|exists)\s+(\S+)\s*$")
 
     def statuses(result: Result) -> dict[str, str]:
@@ -331,8 +331,8 @@ async def test_processor_refuses_topics_that_are_not_copartitioned(broker: str) 
     prefix = fresh_prefix()
     names = TopicNames(prefix)
     await create_topics(broker, {
-        names.agent_events: 4, names.step_results: 2, names.agent_updates: 4, names.dead_letters: 4,
-        names.step_commands("restack"): 4,
+        names.agent_events: 4, names.step_results: 2, names.agent_updates: 4, names.agent_stream: 4,
+        names.dead_letters: 4, names.step_commands("restack"): 4,
     })
     env = cli_env(AGENTSTREAM_KAFKA_BOOTSTRAP=broker, AGENTSTREAM_TOPIC_PREFIX=prefix,
                   AGENTSTREAM_APP_ID=f"app-{uuid.uuid4().hex[:8]}")

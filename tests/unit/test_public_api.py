@@ -51,6 +51,7 @@ TOPICS_ALL = [
     "ConfigurationError",
     "DeadLetter",
     "Envelope",
+    "InvalidCursorError",
     "InvalidMessageError",
     "ParentRef",
     "ScheduleAgent",
@@ -59,6 +60,9 @@ TOPICS_ALL = [
     "StepError",
     "StepProgress",
     "StepResult",
+    "StreamEvent",
+    "StreamEventType",
+    "StreamItem",
     "TimerFired",
     "TopicNames",
     "TopicSpec",
@@ -68,7 +72,10 @@ TOPICS_ALL = [
     "decode_step_result",
     "derived_message_id",
     "new_message_id",
+    "parse_stream_cursor",
     "run_id_for",
+    "stream_cursor",
+    "stream_event_id",
 ]
 
 PINNED = {"agentstream.agents": AGENTS_ALL, "agentstream.topics": TOPICS_ALL}
