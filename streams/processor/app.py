@@ -25,6 +25,7 @@ from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
 from ..settings import Settings
 from .handler import InputHandler
+from .positions import InputPositions
 from .publish import FaustPublisher, FaustTableStore
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
@@ -150,12 +151,31 @@ def create_processor(
         metrics.agents.labels(status.value).set_function(partial(_count_of, timer_index, status.value))
 
     inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes)
+    positions = InputPositions(scan=lambda: (value for _, value in table.items()))
 
     @app.agent(inputs, name="agentstream.inputs")
     async def apply_inputs(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        # Acks are ours: an input counts as done (its offset may be committed) only once
+        # `handle` has recorded its outcome. Faust's automatic ack also fires when the stream
+        # is closed or cancelled in the middle of an event (a rebalance, a stop), which would
+        # commit an input that was never applied.
+        manual: Any = stream.noack()  # type: ignore[attr-defined]  # StreamT omits it; faust.Stream has it
+        async for event in manual.events():
             message = event.message
+            source = f"{message.topic}#{message.partition}"
+            verdict = positions.check(app.rebalancing_count, source, message.offset)
+            if not verdict.handle:  # inputs before it were skipped: they come first, this one again later
+                if verdict.seek_to is not None:
+                    await app.consumer.seek(message.tp, verdict.seek_to)
+                    metrics.input_rewinds.inc()
+                # Acked all the same, or Faust's rebalances would wait for it forever; the commit
+                # cannot pass the inputs read again before it, and after a crash the records'
+                # position is where reading resumes anyway.
+                await manual.ack(event)
+                continue
             await handler.handle(message.topic, message.partition, message.offset, event.key, event.value)
+            positions.handled(source, message.offset)
+            await manual.ack(event)
 
     async def send_timer(fired: TimerFired) -> None:
         await publisher.publish(names.agent_events, fired.key, fired.to_bytes())

@@ -106,6 +106,9 @@ class InputHandler:
             log.exception("input handling failed", extra={"topic": topic, "partition": partition, "offset": offset})
             label = await self._reject(origin, "processor_error", f"the processor failed on this record: "
                                        f"{type(exc).__name__}: {exc}")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("input handled", extra={"topic": topic, "partition": partition, "offset": offset,
+                                              "agent_id": (key or b"").decode(errors="replace"), "outcome": label})
         self._metrics.inputs.labels(self._sources.get(topic, topic), label).inc()
         self._metrics.turn_seconds.observe(time.perf_counter() - started)
         return label

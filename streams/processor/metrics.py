@@ -36,6 +36,7 @@ class ProcessorMetrics:
     nondeterminism: Counter
     blocked_turns: Counter
     record_bytes: Histogram
+    input_rewinds: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "ProcessorMetrics":
@@ -161,6 +162,12 @@ class ProcessorMetrics:
                 "Size of each agent record written (RocksDB and the changelog); a record must fit one Kafka "
                 "message (AGENTSTREAM_MAX_RECORD_BYTES).",
                 buckets=(1e3, 4e3, 16e3, 64e3, 128e3, 256e3, 512e3, 768e3, 1e6),
+                registry=registry,
+            ),
+            input_rewinds=Counter(
+                "agentstream_input_rewinds",
+                "Input partitions sought back because inputs arrived beyond the position the agents' records "
+                "reflect (inputs the consumer had skipped are read again).",
                 registry=registry,
             ),
         )
