@@ -107,8 +107,8 @@ def local_partitions(data_dir: Path) -> dict[int, Path]:
     return found
 
 
-def local_value(db_path: Path, key: bytes) -> bytes | None:
-    """The value the local partition DB holds for `key` (opened read-only)."""
+def _read_only_get(db_path: Path, key: bytes) -> bytes | None:
+    """`key` of a partition DB, opened read-only: no lock taken, nothing changed; raises if unreadable."""
     import rocksdict
 
     db = rocksdict.Rdict(
@@ -119,6 +119,11 @@ def local_value(db_path: Path, key: bytes) -> bytes | None:
     finally:
         db.close()
     return None if value is None else bytes(value)
+
+
+def local_value(db_path: Path, key: bytes) -> bytes | None:
+    """The value the local partition DB holds for `key`."""
+    return _read_only_get(db_path, key)
 
 
 async def changelog_records_at(
@@ -157,19 +162,8 @@ async def changelog_records_at(
 
 
 def persisted_offset(db_path: Path) -> int | None:
-    """The last changelog offset Faust applied to this partition DB (None: it never wrote one).
-
-    Opened read-only, so it takes no lock and changes nothing; raises if the DB is unreadable.
-    """
-    import rocksdict
-
-    db = rocksdict.Rdict(
-        str(db_path), options=rocksdict.Options(raw_mode=True), access_type=rocksdict.AccessType.read_only()
-    )
-    try:
-        raw = db.get(OFFSET_KEY)
-    finally:
-        db.close()
+    """The last changelog offset Faust applied to this partition DB (None: it never wrote one)."""
+    raw = _read_only_get(db_path, OFFSET_KEY)
     return None if raw is None else int(raw)
 
 
