@@ -93,7 +93,7 @@ class InputHandler:
         self.timers = timers or TimerIndex()
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
         # hash of each agent's record as this process last wrote it with all its outputs delivered
-        # (or re-sent them after a redelivery): a redelivery of such a record needs nothing sent again
+        # (or wrote again and re-sent the first time it touched the agent): nothing to recover then
         self._settled: OrderedDict[bytes, int] = OrderedDict()
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
