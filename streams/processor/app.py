@@ -8,6 +8,7 @@ or a rebalance.
 
 from __future__ import annotations
 
+import logging
 import socket
 from functools import partial
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
 from ..settings import Settings
 from .handler import InputHandler
-from .positions import InputPositions
+from .positions import InputPositions, read_range
 from .publish import FaustPublisher, FaustTableStore
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
 from .web import register_views
 
 TABLE_NAME = "agents"
+log = logging.getLogger("agentstream.processor")
 
 
 def package_version() -> str:
@@ -152,6 +154,7 @@ def create_processor(
 
     inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes)
     positions = InputPositions(scan=lambda: (value for _, value in table.items()))
+    reader_options = {k: v for k, v in profile.consumer_options().items() if k == "fetch_max_wait_ms"}
 
     @app.agent(inputs, name="agentstream.inputs")
     async def apply_inputs(stream: faust.StreamT[bytes]) -> None:
@@ -163,16 +166,15 @@ def create_processor(
         async for event in manual.events():
             message = event.message
             source = f"{message.topic}#{message.partition}"
-            verdict = positions.check(app.rebalancing_count, source, message.offset)
-            if not verdict.handle:  # inputs before it were skipped: they come first, this one again later
-                if verdict.seek_to is not None:
-                    await app.consumer.seek(message.tp, verdict.seek_to)
-                    metrics.input_rewinds.inc()
-                # Acked all the same, or Faust's rebalances would wait for it forever; the commit
-                # cannot pass the inputs read again before it, and after a crash the records'
-                # position is where reading resumes anyway.
-                await manual.ack(event)
-                continue
+            skipped_from = positions.missed(app.rebalancing_count, source, message.offset)
+            if skipped_from is not None:  # the consumer skipped inputs the records do not reflect: they come first
+                metrics.input_rewinds.inc()
+                log.warning("inputs skipped by the consumer are read again", extra={
+                    "source": source, "from": skipped_from, "to": message.offset})
+                for missed in await read_range(settings.kafka_bootstrap, message.topic, message.partition,
+                                               skipped_from, message.offset, reader_options):
+                    await handler.handle(missed.topic, missed.partition, missed.offset, missed.key, missed.value)
+                    positions.handled(source, missed.offset)
             await handler.handle(message.topic, message.partition, message.offset, event.key, event.value)
             positions.handled(source, message.offset)
             await manual.ack(event)

@@ -166,8 +166,8 @@ class ProcessorMetrics:
             ),
             input_rewinds=Counter(
                 "agentstream_input_rewinds",
-                "Input partitions sought back because inputs arrived beyond the position the agents' records "
-                "reflect (inputs the consumer had skipped are read again).",
+                "Times inputs arrived beyond the position the agents' records reflect: the inputs the consumer "
+                "had skipped were read directly and handled first.",
                 registry=registry,
             ),
         )

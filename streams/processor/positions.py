@@ -1,18 +1,19 @@
 """Where each input partition resumes: right after the last input the agents' records reflect.
 
-Faust resumes a partition at its committed offset. The chaos harness showed that offset
-running ahead of what was applied (inputs committed that no processor handled, around
-SIGKILLs and rebalances), and an input behind a committed offset is never read again.
-The agents' records are the authority instead: each one notes the last offset of every
-input partition it applied (`delivery.last_offsets`), and a record reaches the
-changelog before its input counts as done, so after a (re)assignment the highest offset
-the restored records hold, plus one, is where nothing can have been skipped. Reading
-from there repeats at most some inputs, which de-duplication recognises.
+Faust resumes a partition at its committed offset and delivers what its fetcher reads.
+The chaos harness showed both running ahead of what was applied (inputs that no processor
+handled, around SIGKILLs and rebalances): a fetch answered for an old position after a
+seek moves Faust's read offset on, and the inputs read again after it are then dropped
+as "already read". An input skipped like that is never read again.
 
-So after every rebalance the positions are taken from the records, and an input that
-arrives beyond its partition's position means inputs in between were skipped: the
-partition is sought back (the inputs in between are read again) and the early input is
-left unacknowledged, to come again in its turn.
+The agents' records are the authority instead: each one notes the last offset of every
+input partition it applied (`delivery.last_offsets`), and a record reaches the changelog
+before its input counts as done. So after every rebalance the position of each input
+partition is taken from the restored records (the highest offset they hold, plus one),
+and then kept up to date as inputs are handled. An input that arrives beyond its
+partition's position means inputs in between were skipped: they are read directly from
+the broker (`read_range`) and handled first, in order; inputs read twice are recognised
+by de-duplication.
 """
 
 from __future__ import annotations
@@ -22,28 +23,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger("agentstream.processor")
 
-GIVE_UP_AFTER_S = 30.0  # a position that cannot be read again (retention deleted it) is given up
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Handle the input now, or leave it unacknowledged (and maybe seek its partition back)."""
-
-    handle: bool
-    seek_to: int | None = None
-
-
-HANDLE = Verdict(True)
-
-
-@dataclass
-class _Rewind:
-    to: int
-    since: float
-    skipped: int = 0
+READ_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -51,34 +37,17 @@ class InputPositions:
     """The next offset each input source (`topic#partition`) must deliver."""
 
     scan: Callable[[], Iterable[bytes]]
-    clock: Callable[[], float] = time.monotonic
     _generation: object = None
     _next: dict[str, int] = field(default_factory=dict)
-    _rewinds: dict[str, _Rewind] = field(default_factory=dict)
 
-    def check(self, generation: object, source: str, offset: int) -> Verdict:
-        """Whether the input at `offset` of `source` may be handled now (`generation` changes
-        with every rebalance: positions are then taken from the records again)."""
+    def missed(self, generation: object, source: str, offset: int) -> int | None:
+        """The first offset skipped before `offset` of `source`, or None if nothing was
+        (`generation` changes with every rebalance: positions are then taken from the records)."""
         if generation != self._generation:
             self._generation = generation
             self._next = self._from_records()
-            self._rewinds.clear()
         expected = self._next.get(source)
-        if expected is None or offset <= expected:
-            self._rewinds.pop(source, None)
-            return HANDLE
-        rewind = self._rewinds.get(source)
-        if rewind is None or rewind.to != expected:
-            rewind = self._rewinds[source] = _Rewind(expected, self.clock())
-            log.warning("input partition behind its committed offset: reading it again from the records' position",
-                        extra={"source": source, "from": expected, "arrived": offset})
-        rewind.skipped += 1
-        if self.clock() - rewind.since > GIVE_UP_AFTER_S:
-            log.error("inputs could not be read again; going on without them",
-                      extra={"source": source, "from": expected, "to": offset, "skipped": rewind.skipped})
-            self._rewinds.pop(source, None)
-            return HANDLE
-        return Verdict(False, expected if rewind.skipped == 1 else None)
+        return expected if expected is not None and offset > expected else None
 
     def handled(self, source: str, offset: int) -> None:
         self._next[source] = max(self._next.get(source, 0), offset + 1)
@@ -94,3 +63,33 @@ class InputPositions:
                 if isinstance(offset, int) and offset + 1 > positions.get(source, 0):
                     positions[source] = offset + 1
         return positions
+
+
+async def read_range(
+    bootstrap: str, topic: str, partition: int, start: int, end: int, options: dict[str, Any] | None = None
+) -> list[Any]:
+    """The records at offsets `start` .. `end - 1` of one partition, read without a group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **(options or {}))
+    records: list[Any] = []
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(tp, timeout_ms=200)
+            for record in batches.get(tp, []):
+                if record.offset >= end:
+                    return records
+                records.append(record)
+            if records and records[-1].offset >= end - 1:
+                return records
+            if not batches and await consumer.position(tp) >= end:
+                return records
+        log.error("skipped inputs could not all be read again", extra={
+            "topic": topic, "partition": partition, "from": start, "to": end, "read": len(records)})
+        return records
+    finally:
+        await consumer.stop()
