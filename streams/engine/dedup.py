@@ -76,7 +76,10 @@ class Delivery(BaseModel):
 
     def remember(self, source: str, offset: int, key: str, now: float, window_s: float, max_keys: int) -> None:
         self.mark_offset(source, offset)
-        self.recent_keys.pop(key, None)
+        self.remember_key(key, now, window_s, max_keys)
+
+    def remember_key(self, key: str, now: float, window_s: float, max_keys: int) -> None:
+        self.recent_keys.pop(key, None)  # re-inserted: the newest key comes last
         self.recent_keys[key] = now
         self.prune(now, window_s, max_keys)
 
@@ -117,9 +120,7 @@ def note_applied(
         record.delivery.mark_offset(source, offset)
     key = client_key(message)
     if key is not None:
-        record.delivery.recent_keys.pop(key, None)
-        record.delivery.recent_keys[key] = now.timestamp()
-        record.delivery.prune(now.timestamp(), policy.window_s, policy.max_keys)
+        record.delivery.remember_key(key, now.timestamp(), policy.window_s, policy.max_keys)
 
 
 def own_schedule(record: "AgentRecord", message: ScheduleAgent) -> bool:
