@@ -13,6 +13,8 @@ from typing import Any, NoReturn, TypeVar, overload
 
 from pydantic_core import to_jsonable_python
 
+from agentstream.topics import StreamEventType
+
 from ._context import AgentInfo, ChildHandle, ContinueAsNew, StepOptions, current_runtime
 from ._policy import RetryPolicy
 from ._registry import (
@@ -170,6 +172,15 @@ class _AgentNamespace:
         runtime = current_runtime("agent.child_execute()")
         agent_type, child_id, child_input = _child_args(agent, agent_id, agent_input, workflow, workflow_id, workflow_input)
         return await runtime.child(agent_type, child_id, child_input, wait=True)
+
+    def emit(self, type: StreamEventType, data: Any = None, *, update: bool = False) -> None:
+        """Publish a run event on the agent's `agent-stream` (with `update`, on agent-updates too).
+
+        It is published once, after the turn that emitted it is recorded: a replay of the
+        agent's code emits it again at the same place, and nothing is sent twice.
+        `data` must be JSON (or a pydantic model / dataclass).
+        """
+        current_runtime("agent.emit()").emit(type, to_jsonable_python(data), update)
 
     def should_continue_as_new(self) -> bool:
         """True once the journal passed the configured length and compaction could not shorten it."""

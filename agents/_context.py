@@ -92,6 +92,9 @@ class AgentRuntime(ABC):
     async def child(self, agent_type: str, agent_id: str | None, agent_input: Any, wait: bool) -> Any: ...
 
     @abstractmethod
+    def emit(self, type: str, data: Any, update: bool) -> None: ...
+
+    @abstractmethod
     def should_continue_as_new(self) -> bool: ...
 
     @abstractmethod

@@ -228,6 +228,9 @@ class AgentUpdate(Envelope):
     previous_status: AgentStatus | None = None
     result: JsonValue = None
     error: str | None = None
+    # A run event the agent emitted with `agent.emit(..., update=True)`, e.g. an approval
+    # request: {"type": ..., "data": ...}; the status is then unchanged.
+    notice: dict[str, JsonValue] | None = None
 
 
 StreamEventType = Literal[

@@ -21,6 +21,7 @@ from agentstream.topics import (
     StepCommand,
     StepProgress,
     StepResult,
+    StreamEvent,
     TimerFired,
     derived_message_id,
 )
@@ -111,6 +112,7 @@ class TurnOutcome:
     updates: list[AgentUpdate] = field(default_factory=list)
     commands: list[StepCommand] = field(default_factory=list)
     messages: list[Envelope] = field(default_factory=list)  # to agent-events (children, parents)
+    stream: list[StreamEvent] = field(default_factory=list)  # run events the code emitted, to agent-stream
     dead_letters: list[DeadLetter] = field(default_factory=list)
     ignored: bool = False  # e.g. a late step result: nothing to do, nothing wrong
     facts: TurnFacts = field(default_factory=TurnFacts)
@@ -125,6 +127,7 @@ class TurnOutcome:
         self.updates += other.updates
         self.commands += other.commands
         self.messages += other.messages
+        self.stream += other.stream
         self.dead_letters += other.dead_letters
         self.facts.steps += other.facts.steps
 

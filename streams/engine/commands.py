@@ -49,6 +49,24 @@ class ChildCall:
 
 
 @dataclass(frozen=True)
+class EmitCall:
+    """A run event for agent-stream (and, with `update`, agent-updates); nothing to wait for.
+
+    It takes a sequence number like every durable operation, so a replay issues it at
+    the same place and the event keeps its identity; only the first run publishes it.
+    """
+
+    seq: int
+    type: str
+    data: Any
+    update: bool
+
+    @property
+    def descriptor(self) -> str:
+        return f"emit:{self.seq}:{self.type}"
+
+
+@dataclass(frozen=True)
 class Cancel:
     """The code stopped waiting for `seq` (a timer that is no longer needed, a cancelled step)."""
 
@@ -59,4 +77,4 @@ class Cancel:
         return f"cancel:{self.seq}"
 
 
-Command = StepCall | TimerCall | ChildCall | Cancel
+Command = StepCall | TimerCall | ChildCall | EmitCall | Cancel

@@ -57,8 +57,8 @@ class Consumed(BaseModel):
 
     model_config = Strict
 
-    kind: Literal["step", "child"]
-    key: str  # the function, or "agent_type/agent_id" of a child
+    kind: Literal["step", "child", "emit"]
+    key: str  # the function, "agent_type/agent_id" of a child, or the type of an emitted event
     input: JsonValue = None
     outcome: Outcome
 
@@ -144,7 +144,7 @@ class OutboxItem(BaseModel):
 
     model_config = Strict
 
-    topic: Literal["agent-events", "agent-updates", "dead-letters", "step-commands"]
+    topic: Literal["agent-events", "agent-updates", "dead-letters", "step-commands", "agent-stream"]
     task_queue: str | None = None  # of step-commands
     key: str | None
     value: dict[str, JsonValue]

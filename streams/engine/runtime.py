@@ -31,7 +31,7 @@ from agentstream.agents._registry import AgentDefinition
 from agentstream.agents.exceptions import ChildFailedError, StepFailedError, TimeoutError
 from agentstream.topics import AgentStatus, ParentRef, derived_message_id, run_id_for
 
-from .commands import Cancel, ChildCall, Command, StepCall, TimerCall
+from .commands import Cancel, ChildCall, Command, EmitCall, StepCall, TimerCall
 from .fields import field_types, json_copy, make_instance, with_types
 from .loop import AgentLoop
 from .record import Consumed, Outcome, Seed
@@ -315,6 +315,14 @@ class LiveAgent(AgentRuntime):
                 child_id=agent_id or "", status=outcome.error_type or AgentStatus.FAILED.value,
             )
         return json_copy(outcome.value)  # the journal keeps the original
+
+    def emit(self, type: str, data: Any, update: bool) -> None:
+        task = asyncio.current_task()
+        if self._reuse(task, "emit", type, data) is not None:
+            return  # a coroutine restarted after compaction: it was published before
+        seq = self._take_seq()
+        self._issue(EmitCall(seq, type, data, update))
+        self._remember(task, Consumed(kind="emit", key=type, input=data, outcome=Outcome(ok=True)))
 
     # -- loop timers: asyncio.sleep / asyncio.timeout in agent code are durable too ------
 

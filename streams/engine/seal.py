@@ -149,6 +149,7 @@ def _unrecorded(record: AgentRecord | None, outcome: TurnOutcome, letter: DeadLe
     comes to the same outcome and sends the same letter again."""
     outcome.record, outcome.stored = record, None
     outcome.updates, outcome.commands, outcome.messages, outcome.dead_letters = [], [], [], [letter]
+    outcome.stream = []
     outcome.publish = _items(outcome)
     outcome.facts.too_large = True
     return outcome
@@ -172,5 +173,6 @@ def _items(outcome: TurnOutcome) -> list[OutboxItem]:
     items = [_item("step-commands", c.agent_id, c, c.task_queue) for c in outcome.commands]
     items += [_item("agent-events", m.agent_id, m) for m in outcome.messages]
     items += [_item("agent-updates", u.agent_id, u) for u in outcome.updates]
+    items += [_item("agent-stream", e.agent_id, e) for e in outcome.stream]
     items += [_item("dead-letters", d.key if d.key_encoding == "utf-8" else None, d) for d in outcome.dead_letters]
     return items

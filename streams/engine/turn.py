@@ -17,13 +17,14 @@ from agentstream.topics import (
     ChildCompleted,
     ParentRef,
     ScheduleAgent,
+    StreamEvent,
     derived_message_id,
     run_id_for,
 )
 
 from . import steps
 from .base import TurnFacts, TurnOutcome
-from .commands import Cancel, ChildCall, Command, StepCall, TimerCall
+from .commands import Cancel, ChildCall, Command, EmitCall, StepCall, TimerCall
 from .record import AgentRecord, Base, ChildState, JournalEntry, ReceivedEvent, Seed
 from .replay import try_compact
 from .runtime import LiveAgent, Mode, utc
@@ -99,12 +100,14 @@ class TurnWriter:
         self.updates: list[AgentUpdate] = []
         self.commands: list[Any] = []
         self.messages: list[Any] = []
+        self.stream: list[StreamEvent] = []
         self.facts = TurnFacts()
 
     def outcome(self) -> TurnOutcome:
         self.facts.journal_length = len(self.record.journal)
         return TurnOutcome(
-            record=self.record, updates=self.updates, commands=self.commands, messages=self.messages, facts=self.facts
+            record=self.record, updates=self.updates, commands=self.commands, messages=self.messages,
+            stream=self.stream, facts=self.facts,
         )
 
     # -- entry points ------------------------------------------------------------------
@@ -251,12 +254,29 @@ class TurnWriter:
                     awaited=command.wait,
                 )
                 self.messages.append(child_schedule(record, command))
+            elif isinstance(command, EmitCall):
+                self._emit(command)
             elif isinstance(command, Cancel):
                 steps.forget_step(record, command.seq)
                 record.timers.pop(f"t:{command.seq}", None)
                 awaited = record.children.get(str(command.seq))
                 if awaited is not None:  # the code stopped waiting for this child
                     record.children[str(command.seq)] = awaited.model_copy(update={"awaited": False})
+
+    def _emit(self, command: EmitCall) -> None:
+        record = self.record
+        event = StreamEvent(
+            agent_id=record.agent_id, run_id=record.run_id, seq=command.seq,
+            type=command.type, data=command.data,  # type: ignore[arg-type]  # checked by agent.emit's signature
+        )
+        self.stream.append(event)
+        if command.update:
+            self.updates.append(AgentUpdate(
+                message_id=derived_message_id(event.message_id, "update"),
+                agent_id=record.agent_id, agent_type=record.agent_type, run_id=record.run_id,
+                status=record.status, previous_status=record.status,
+                notice={"type": command.type, "data": command.data}, sent_at=self.now,
+            ))
 
     def end(self, status: AgentStatus, result: Any, error: str | None, *, cancel_children: bool = False) -> None:
         record = self.record

@@ -255,7 +255,7 @@ class InputHandler:
         if item.topic == "step-commands":
             return names.step_commands(item.task_queue or "")
         return {"agent-events": names.agent_events, "agent-updates": names.agent_updates,
-                "dead-letters": names.dead_letters}[item.topic]
+                "dead-letters": names.dead_letters, "agent-stream": names.agent_stream}[item.topic]
 
     # -- metrics and logs ------------------------------------------------------------------
 
