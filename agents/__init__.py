@@ -16,6 +16,7 @@ from ._function import function, import_functions
 from ._heartbeat import heartbeat
 from ._log import log
 from ._policy import RetryPolicy
+from ._step_context import StepContext, step_context
 from .exceptions import (
     AgentContextError,
     AgentDefinitionError,
@@ -64,6 +65,7 @@ __all__ = [
     "NondeterminismError",
     "RetryPolicy",
     "RetryableError",
+    "StepContext",
     "StepFailedError",
     "TerminalError",
     "TimeoutError",
@@ -79,5 +81,6 @@ __all__ = [
     "import_functions",
     "log",
     "step",
+    "step_context",
     "uuid",
 ]

@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from agentstream.agents._heartbeat import _beat
+from agentstream.agents._step_context import Emitter, StepContext
+from agentstream.agents._step_context import _current as _step
 from agentstream.agents._registry import FunctionDefinition
 from agentstream.agents.exceptions import RetryableError, TerminalError
 from agentstream.topics import StepCommand, StepError, StepResult, derived_message_id
@@ -126,6 +128,7 @@ async def _call(
     executor: Executor | None,
     on_heartbeat: Callable[[], None] | None,
     on_start: Callable[[], None] | None,
+    emit: Emitter | None,
 ) -> Any:
     try:
         args = [] if definition.parameter is None else [definition.parameter.validate(command.input)]
@@ -138,6 +141,10 @@ async def _call(
     # finds this attempt's callback in its task or (via context.run) in its thread.
     context = contextvars.copy_context()
     context.run(_beat.set, beats)
+    context.run(_step.set, StepContext(
+        agent_id=command.agent_id, run_id=command.run_id, step_id=command.step_id, attempt=command.attempt,
+        function=command.function, _emit=emit,
+    ))
     loop = asyncio.get_running_loop()
     call: asyncio.Future[Any]
     if definition.is_async:
@@ -179,12 +186,14 @@ async def execute(
     *,
     on_heartbeat: Callable[[], None] | None = None,
     on_start: Callable[[], None] | None = None,
+    emit: Emitter | None = None,
 ) -> StepResult:
     """Run one attempt of `command`; never raises for a failure of the step itself.
 
     `on_start` is called on the event loop just before the function is called (not for
     an attempt that never calls it: expired, unknown function, invalid input).
     `on_heartbeat` is called (possibly from a worker thread) on every heartbeat().
+    `emit` is what `step_context().emit` calls: the attempt's way onto agent-stream.
     Cancelling the caller cancels an async function; a sync one runs on in its thread.
     """
     started = time.perf_counter()
@@ -200,7 +209,7 @@ async def execute(
                 type="FunctionNotFound",
                 message=f"no function {command.function!r} is registered on this worker's task queue",
             ))
-        value = await _call(command, definition, executor, on_heartbeat, on_start)
+        value = await _call(command, definition, executor, on_heartbeat, on_start, emit)
         try:
             output = to_jsonable_python(value)
         except PydanticSerializationError as exc:

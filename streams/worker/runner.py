@@ -34,6 +34,7 @@ from aiokafka.errors import (
 )
 
 from agentstream.agents._registry import FunctionDefinition, function_definitions
+from agentstream.streams.stream_out import StreamWriter
 from agentstream.topics import (
     DeadLetter,
     InvalidMessageError,
@@ -49,6 +50,7 @@ from ..broker.profile import BrokerProfile
 from ..kafka import unreachable
 from ..settings import Settings
 from .completed import CompletedCommands, Published
+from . import llm as _llm  # noqa: F401 - registers the step agentstream.llm.call
 from .execute import execute, outcome_label
 from .metrics import WorkerMetrics
 from .progress import AttemptProgress, needs_started
@@ -339,12 +341,27 @@ class StepWorker:
             count_beat()
             progress.heartbeat()
 
+        stream = StreamWriter(producer, self.names)  # one per attempt: its flush waits for its own events
+
+        async def emit(type: str, data: Any) -> None:
+            try:
+                await stream.emit(command.agent_id, command.run_id, command.step_id, command.attempt,
+                                  type, data)  # type: ignore[arg-type]  # StreamEvent validates the type
+            except KafkaError as exc:  # live output is progress, not the record: the step goes on
+                log.warning("could not put an event on agent-stream", extra={"step_id": command.step_id,
+                                                                             "error": repr(exc)})
+
         self.metrics.in_flight.inc()
         try:
             result = await execute(
                 command, self._functions, self._executor,
-                on_heartbeat=beat, on_start=progress.started if needs_started(command) else None,
+                on_heartbeat=beat, on_start=progress.started if needs_started(command) else None, emit=emit,
             )
+            try:
+                await stream.flush()  # the stream never lags behind the result it leads to
+            except KafkaError as exc:
+                log.warning("agent-stream events of a step were not acknowledged",
+                            extra={"step_id": command.step_id, "error": repr(exc)})
         finally:
             progress.close()
             self.metrics.in_flight.dec()

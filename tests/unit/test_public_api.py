@@ -23,6 +23,7 @@ AGENTS_ALL = [
     "NondeterminismError",
     "RetryPolicy",
     "RetryableError",
+    "StepContext",
     "StepFailedError",
     "TerminalError",
     "TimeoutError",
@@ -38,6 +39,7 @@ AGENTS_ALL = [
     "import_functions",
     "log",
     "step",
+    "step_context",
     "uuid",
 ]
 

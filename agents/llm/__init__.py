@@ -1,0 +1,46 @@
+"""LLM agents: model calls and tools as durable steps, sessions, approvals, streaming.
+
+    from agentstream.agents.llm import LLMAgent, Model, tool
+
+    @tool
+    def lookup_booking(confirmation: str) -> dict:
+        \"\"\"Look up a booking.
+
+        Args:
+            confirmation: The booking's confirmation number.
+        \"\"\"
+
+    airline = LLMAgent("Airline", model=Model(name="gpt-4o-mini"),
+                       instructions="You help airline customers.", tools=[lookup_booking])
+
+Each `LLMAgent` is an agent type: schedule one per conversation and send it `message`
+events; its model calls run on workers (step `agentstream.llm.call`), streaming to
+`agent-stream`.
+"""
+
+from ._agent import LLMAgent
+from ._calls import ModelResponse, Usage
+from ._history import HistoryPolicy
+from ._model import Model, Prices
+from ._session import ApprovalError
+from ._tools import Tool, ToolArgumentsError, agent_tool, tool
+from ._types import ApprovalRequest, Budget, Decision, RunResult, UserMessage
+
+__all__ = [
+    "ApprovalError",
+    "ApprovalRequest",
+    "Budget",
+    "Decision",
+    "HistoryPolicy",
+    "LLMAgent",
+    "Model",
+    "ModelResponse",
+    "Prices",
+    "RunResult",
+    "Tool",
+    "ToolArgumentsError",
+    "Usage",
+    "UserMessage",
+    "agent_tool",
+    "tool",
+]
