@@ -182,6 +182,26 @@ class _AgentNamespace:
         """
         current_runtime("agent.emit()").emit(type, to_jsonable_python(data), update)
 
+    def send(self, agent_id: str, event: str, payload: Any = None) -> None:
+        """Send an event to another agent, once: it leaves after this turn is recorded.
+
+        One-way: nothing comes back but what the other agent sends in return. The target
+        must be running (start it with `ensure_started` if need be); if it is not, the
+        event is dead-lettered with the reason, as from any other sender.
+        """
+        current_runtime("agent.send()").send("event", agent_id, event, to_jsonable_python(payload))
+
+    def ensure_started(self, agent: type | str, agent_id: str, agent_input: Any = None) -> None:
+        """Start the long-lived agent `agent_id` unless it was started this way before.
+
+        Every agent that ensures the same (type, ID) sends the same schedule, so only the
+        first starts it (the others are recognised as duplicates); not awaited. Meant for
+        shared agents that live forever, like a user's memory.
+        """
+        current_runtime("agent.ensure_started()").send(
+            "schedule", agent_id, _agent_type_name(agent), to_jsonable_python(agent_input)
+        )
+
     def should_continue_as_new(self) -> bool:
         """True once the journal passed the configured length and compaction could not shorten it."""
         return current_runtime("agent.should_continue_as_new()").should_continue_as_new()

@@ -95,6 +95,9 @@ class AgentRuntime(ABC):
     def emit(self, type: str, data: Any, update: bool) -> None: ...
 
     @abstractmethod
+    def send(self, kind: str, agent_id: str, name: str, payload: Any) -> None: ...
+
+    @abstractmethod
     def should_continue_as_new(self) -> bool: ...
 
     @abstractmethod

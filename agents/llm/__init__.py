@@ -21,6 +21,7 @@ events; its model calls run on workers (step `agentstream.llm.call`), streaming 
 from ._agent import LLMAgent
 from ._calls import ModelResponse, Usage
 from ._history import HistoryPolicy
+from ._memory import Memory
 from ._model import Model, Prices
 from ._session import ApprovalError
 from ._tools import Tool, ToolArgumentsError, agent_tool, tool
@@ -33,6 +34,7 @@ __all__ = [
     "Decision",
     "HistoryPolicy",
     "LLMAgent",
+    "Memory",
     "Model",
     "ModelResponse",
     "Prices",

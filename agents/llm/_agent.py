@@ -19,6 +19,7 @@ from agentstream.agents.exceptions import AgentDefinitionError
 
 from ._calls import OutputSpec, strict_schema
 from ._history import HistoryPolicy
+from ._memory import Memory, memory_tools
 from ._model import Model
 from ._session import LLMSession
 from ._tools import Tool, tool_of
@@ -42,14 +43,17 @@ class LLMAgent:
         max_turns: int = 10,
         max_tool_calls: int = 20,
         task_queue: str | None = None,
+        memory: Memory | None = None,
     ) -> None:
         """`tools`: `@tool` functions or `agent_tool(...)`; `output`: a pydantic type for structured answers;
-        `max_turns` / `max_tool_calls` bound one run; `task_queue` is where its steps run."""
+        `max_turns` / `max_tool_calls` bound one run; `task_queue` is where its steps run;
+        `memory` adds the `remember` / `recall` tools over the user's memory agent."""
         self.name = name
         self.model = model
         self.instructions = instructions
         self.tools: dict[str, Tool] = {}
-        for value in tools:
+        self.memory = memory
+        for value in [*tools, *(memory_tools() if memory is not None else [])]:
             definition = tool_of(value)
             if definition.name in self.tools:
                 raise AgentDefinitionError(f"LLMAgent {name}: two tools are called {definition.name!r}")

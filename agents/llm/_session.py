@@ -20,6 +20,7 @@ from agentstream.agents._agent import agent, condition
 from agentstream.agents.exceptions import TimeoutError
 
 from ._calls import CALL_FUNCTION, Message, ModelCall, ModelResponse, Usage
+from ._memory import Recalled
 from ._tools import Tool, ToolArgumentsError
 from ._types import ApprovalRequest, Decision, RunResult, StopReason, UserMessage
 
@@ -47,6 +48,9 @@ class LLMSession:
     tickets: int
     serving: int
     closed: bool
+    user: str | None
+    recalling: list[str]  # recall requests waiting for the memory agent's answer
+    recalled: dict[str, list[str]]
 
     def __init__(self) -> None:
         self.history = []
@@ -60,6 +64,9 @@ class LLMSession:
         self.tickets = 0
         self.serving = 0
         self.closed = False
+        self.user = None
+        self.recalling = []
+        self.recalled = {}
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -74,6 +81,8 @@ class LLMSession:
     @agent.event
     async def message(self, message: UserMessage) -> RunResult:
         """One user turn: answered after the messages before it."""
+        if message.user is not None:
+            self.user = message.user
         return await self._respond(message.text)
 
     @agent.event
@@ -83,6 +92,12 @@ class LLMSession:
     @agent.event
     async def reject(self, decision: Decision) -> str:
         return self._decide(decision, approved=False)
+
+    @agent.event
+    async def memory_recalled(self, recalled: Recalled) -> None:
+        """The memory agent's answer to a `recall` (late answers are dropped)."""
+        if recalled.request_id in self.recalling:
+            self.recalled[recalled.request_id] = recalled.facts
 
     @agent.event
     async def close(self) -> None:
@@ -216,6 +231,8 @@ class LLMSession:
         return content, usage
 
     async def _invoke(self, tool: Tool, arguments: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        if tool.memory is not None:
+            return await self._memory(tool.memory, arguments), Usage()
         if tool.agent_type is not None:
             value = await agent.child_execute(tool.agent_type, agent_input=arguments["task"])
             if isinstance(value, dict) and "usage" in value and "text" in value:  # an LLM child's RunResult
@@ -228,6 +245,25 @@ class LLMSession:
             start_to_close_timeout=tool.start_to_close_timeout_s, retry_policy=tool.retry_policy,
         )
         return outcome, Usage()
+
+    async def _memory(self, kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        store = self.spec.memory
+        me = agent.agent_info().agent_id
+        memory_id = store.agent_id(self.user or me)
+        agent.ensure_started(store.name, memory_id)
+        if kind == "remember":
+            agent.send(memory_id, "remember", {"text": arguments["fact"], "key": agent.uuid()})
+            return {"ok": True, "value": "remembered"}
+        request_id = agent.uuid()
+        self.recalling.append(request_id)
+        agent.send(memory_id, "recall", {"query": arguments["query"], "reply_to": me, "request_id": request_id})
+        try:
+            await condition(lambda: request_id in self.recalled, timeout=store.recall_timeout_s)
+        except TimeoutError:
+            return {"ok": False, "error": f"the memory did not answer within {store.recall_timeout_s}s"}
+        finally:
+            self.recalling.remove(request_id)
+        return {"ok": True, "value": self.recalled.pop(request_id)}
 
     # -- approvals ------------------------------------------------------------------------
 

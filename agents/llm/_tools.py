@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar, get_type_hints, overload
+from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
@@ -46,7 +46,7 @@ class Tool:
     """One tool as offered to the model and run by the agent.
 
     `function` is the step function that runs it on a worker; `agent_type` instead names
-    a child agent that runs it (`agent_tool`).
+    a child agent that runs it (`agent_tool`); `memory` marks the memory tools.
     """
 
     name: str
@@ -58,6 +58,7 @@ class Tool:
     approval_timeout_s: float | None = None
     start_to_close_timeout_s: float | None = None
     retry_policy: RetryPolicy | None = None
+    memory: Literal["remember", "recall"] | None = None  # one of the memory tools (agents/llm/_memory.py)
     context_parameter: str | None = field(default=None, repr=False)
 
     def schema(self) -> dict[str, Any]:

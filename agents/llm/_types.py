@@ -17,6 +17,7 @@ class UserMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1)
+    user: str | None = None  # whose memory the session uses (default: the session's agent ID)
 
 
 class Decision(BaseModel):

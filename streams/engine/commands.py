@@ -7,7 +7,7 @@ Every durable operation gets the next sequence number of the run. A command's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agentstream.agents._context import StepOptions
 
@@ -67,6 +67,25 @@ class EmitCall:
 
 
 @dataclass(frozen=True)
+class SendCall:
+    """A record for another agent: an event (`agent.send`) or its idempotent schedule (`agent.ensure_started`).
+
+    Its message ID derives from the run and the sequence number, so a re-publish after a
+    crash is recognised downstream as the same message.
+    """
+
+    seq: int
+    kind: Literal["event", "schedule"]
+    agent_id: str
+    name: str  # the event's name, or the agent type to schedule
+    payload: Any
+
+    @property
+    def descriptor(self) -> str:
+        return f"send:{self.seq}:{self.kind}:{self.agent_id}:{self.name}"
+
+
+@dataclass(frozen=True)
 class Cancel:
     """The code stopped waiting for `seq` (a timer that is no longer needed, a cancelled step)."""
 
@@ -77,4 +96,4 @@ class Cancel:
         return f"cancel:{self.seq}"
 
 
-Command = StepCall | TimerCall | ChildCall | EmitCall | Cancel
+Command = StepCall | TimerCall | ChildCall | EmitCall | SendCall | Cancel

@@ -57,8 +57,8 @@ class Consumed(BaseModel):
 
     model_config = Strict
 
-    kind: Literal["step", "child", "emit"]
-    key: str  # the function, "agent_type/agent_id" of a child, or the type of an emitted event
+    kind: Literal["step", "child", "emit", "send"]
+    key: str  # the function, "agent_type/agent_id" of a child, the type of an emitted event, or "kind:agent:name" of a send
     input: JsonValue = None
     outcome: Outcome
 

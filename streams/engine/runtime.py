@@ -31,7 +31,7 @@ from agentstream.agents._registry import AgentDefinition
 from agentstream.agents.exceptions import ChildFailedError, StepFailedError, TimeoutError
 from agentstream.topics import AgentStatus, ParentRef, derived_message_id, run_id_for
 
-from .commands import Cancel, ChildCall, Command, EmitCall, StepCall, TimerCall
+from .commands import Cancel, ChildCall, Command, EmitCall, SendCall, StepCall, TimerCall
 from .fields import field_types, json_copy, make_instance, with_types
 from .loop import AgentLoop
 from .record import Consumed, Outcome, Seed
@@ -323,6 +323,15 @@ class LiveAgent(AgentRuntime):
         seq = self._take_seq()
         self._issue(EmitCall(seq, type, data, update))
         self._remember(task, Consumed(kind="emit", key=type, input=data, outcome=Outcome(ok=True)))
+
+    def send(self, kind: str, agent_id: str, name: str, payload: Any) -> None:
+        task = asyncio.current_task()
+        key = f"{kind}:{agent_id}:{name}"
+        if self._reuse(task, "send", key, payload) is not None:
+            return  # a coroutine restarted after compaction: it was sent before
+        seq = self._take_seq()
+        self._issue(SendCall(seq, kind, agent_id, name, payload))  # type: ignore[arg-type]  # checked by the API
+        self._remember(task, Consumed(kind="send", key=key, input=payload, outcome=Outcome(ok=True)))
 
     # -- loop timers: asyncio.sleep / asyncio.timeout in agent code are durable too ------
 

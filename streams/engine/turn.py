@@ -17,6 +17,7 @@ from agentstream.topics import (
     ChildCompleted,
     ParentRef,
     ScheduleAgent,
+    SendEvent,
     StreamEvent,
     derived_message_id,
     run_id_for,
@@ -24,7 +25,7 @@ from agentstream.topics import (
 
 from . import steps
 from .base import TurnFacts, TurnOutcome
-from .commands import Cancel, ChildCall, Command, EmitCall, StepCall, TimerCall
+from .commands import Cancel, ChildCall, Command, EmitCall, SendCall, StepCall, TimerCall
 from .record import AgentRecord, Base, ChildState, JournalEntry, ReceivedEvent, Seed
 from .replay import try_compact
 from .runtime import LiveAgent, Mode, utc
@@ -256,6 +257,8 @@ class TurnWriter:
                 self.messages.append(child_schedule(record, command))
             elif isinstance(command, EmitCall):
                 self._emit(command)
+            elif isinstance(command, SendCall):
+                self.messages.append(_sent(record, command))
             elif isinstance(command, Cancel):
                 steps.forget_step(record, command.seq)
                 record.timers.pop(f"t:{command.seq}", None)
@@ -297,6 +300,24 @@ class TurnWriter:
                         reason=f"parent {record.agent_id} was cancelled",
                         cancel_children=True,
                     ))
+
+
+def _sent(record: AgentRecord, command: SendCall) -> SendEvent | ScheduleAgent:
+    """The record `agent.send` / `agent.ensure_started` asked for.
+
+    A schedule's message ID depends only on the target and its type, so every agent that
+    ensures the same agent sends the very same schedule: the first starts it, the others
+    are recognised as that schedule again and ignored.
+    """
+    if command.kind == "schedule":
+        return ScheduleAgent(
+            message_id=derived_message_id(f"{command.name}/{command.agent_id}", "ensure-started"),
+            agent_id=command.agent_id, agent_type=command.name, input=command.payload,
+        )
+    return SendEvent(
+        message_id=derived_message_id(record.run_id, f"send:{command.seq}"),
+        agent_id=command.agent_id, event=command.name, payload=command.payload,
+    )
 
 
 def _received(entry: JournalEntry, now: datetime) -> ReceivedEvent:

@@ -1,4 +1,4 @@
-"""`agent.emit`: run events from agent code reach agent-stream once, through the outbox.
+"""`agent.emit`, `agent.send`, `agent.ensure_started`: records from agent code to others, once, through the outbox.
 
 They are published only by the turn that emitted them: a replay (after a restart) or a
 restart after compaction emits them again at the same place, and nothing is sent twice.
@@ -93,3 +93,54 @@ async def test_a_replayed_turn_keeps_the_identity_of_its_events() -> None:
         await turns.send("a1", "ping", 1)
         await turns.send("a1", "stop")
     assert [e.message_id for e in stream_of(first)] == [e.message_id for e in stream_of(second)]
+
+
+@agent.defn(name="Emit.Mailbox")
+class Mailbox:
+    """Keeps what it is sent."""
+
+    got: list[str]
+
+    def __init__(self) -> None:
+        self.got = []
+
+    @agent.run
+    async def run(self) -> None:
+        await condition(lambda: False)
+
+    @agent.event
+    async def post(self, text: str) -> None:
+        self.got.append(text)
+
+
+@agent.defn(name="Emit.Sender")
+class Sender:
+    """Ensures a mailbox, posts to it on every `note`."""
+
+    @agent.run
+    async def run(self) -> None:
+        await condition(lambda: False)
+
+    @agent.event
+    async def note(self, text: str) -> None:
+        agent.ensure_started(Mailbox, "box")
+        agent.send("box", "post", text)
+
+
+async def test_send_and_ensure_started_reach_another_agent_once() -> None:
+    turns = Turns()
+    for sender in ("s1", "s2"):
+        await turns.schedule("Emit.Sender", sender)
+    sent = []
+    for sender, text in (("s1", "a"), ("s2", "b"), ("s1", "c")):
+        outcome = await turns.send(sender, "note", text)
+        sent += outcome.messages
+    schedules = [m for m in sent if isinstance(m, ScheduleAgent)]
+    assert len({m.message_id for m in schedules}) == 1  # every sender sends the very same schedule
+    turns.forget_live_state()
+    delivered = [await turns.apply(m) for m in sent]  # as the processor would
+    assert [o.label for o in delivered] == ["applied", "applied", "duplicate", "applied", "duplicate", "applied"]
+    assert not any(o.dead_letters for o in delivered)
+    assert turns.record("box").fields["got"] == ["a", "b", "c"]
+    events = [m for m in sent if isinstance(m, SendEvent)]
+    assert len({m.message_id for m in events}) == 3
