@@ -24,14 +24,17 @@ from ._history import HistoryPolicy
 from ._memory import Memory
 from ._model import Model, Prices
 from ._session import ApprovalError
+from ._stream_text import Answer, DroppedText, StepText, StreamedText
 from ._tools import Tool, ToolArgumentsError, agent_tool, tool
 from ._types import ApprovalRequest, Budget, Decision, RunResult, UserMessage
 
 __all__ = [
+    "Answer",
     "ApprovalError",
     "ApprovalRequest",
     "Budget",
     "Decision",
+    "DroppedText",
     "HistoryPolicy",
     "LLMAgent",
     "Memory",
@@ -39,6 +42,8 @@ __all__ = [
     "ModelResponse",
     "Prices",
     "RunResult",
+    "StepText",
+    "StreamedText",
     "Tool",
     "ToolArgumentsError",
     "Usage",

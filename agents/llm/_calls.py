@@ -36,7 +36,7 @@ class ModelCall(BaseModel):
     messages: list[Message]
     tools: list[dict[str, JsonValue]] = Field(default_factory=list)
     output: OutputSpec | None = None
-    output_retries: int = Field(2, ge=0)  # asked again this often within the step when the output is invalid
+    output_retries: int = Field(default=2, ge=0)  # re-asks within the step on an invalid output
 
 
 class Usage(BaseModel):

@@ -30,10 +30,10 @@ class HistoryPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_messages: int = Field(40, ge=2)
-    max_tokens: int = Field(16_000, ge=100)
+    max_messages: int = Field(default=40, ge=2)
+    max_tokens: int = Field(default=16_000, ge=100)
     summarize: bool = False  # fold cut messages into a summary (a model call) instead of dropping them
-    summary_max_chars: int = Field(4_000, ge=100)
+    summary_max_chars: int = Field(default=4_000, ge=100)
 
     def split(self, history: list[Message]) -> tuple[list[Message], list[Message]]:
         """(cut, kept): the oldest messages to let go and the recent ones that fit the bounds.

@@ -51,7 +51,7 @@ class Recall(BaseModel):
     query: str
     reply_to: str
     request_id: str
-    limit: int = Field(5, ge=1, le=50)
+    limit: int = Field(default=5, ge=1, le=50)
 
 
 class Recalled(BaseModel):

@@ -24,7 +24,7 @@ class Prices(BaseModel):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
-    cached_input: float | None = Field(None, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         cached = min(cached_tokens, prompt_tokens) if self.cached_input is not None else 0
@@ -47,11 +47,11 @@ class Model(BaseModel):
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
     params: dict[str, JsonValue] = Field(default_factory=dict)  # any other request parameter, sent as is
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
     stream: bool = True  # stream tokens to agent-stream while the model generates
-    max_attempts: int = Field(5, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
     prices: Prices | None = None
 
     def retry_policy(self) -> RetryPolicy:

@@ -125,7 +125,7 @@ def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel]
             raise AgentDefinitionError(f"tool {name}: *args and **kwargs cannot be described to a model")
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[parameter.name] = (hint, Field(default, description=described.get(parameter.name)))
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
     )
     return model, context
@@ -242,7 +242,7 @@ def agent_tool(
 
     agent_type = _agent_type_name(agent)
     tool_name = name or re.sub(r"\W", "_", agent_type)
-    arguments = create_model(  # type: ignore[call-overload]
+    arguments = create_model(
         f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"),
         task=(str, Field(description="What the agent should do, self-contained.")),
     )

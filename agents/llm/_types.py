@@ -34,8 +34,8 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tokens: int | None = Field(None, ge=1)
-    cost: float | None = Field(None, gt=0)
+    tokens: int | None = Field(default=None, ge=1)
+    cost: float | None = Field(default=None, gt=0)
 
     def exhausted(self, usage: Usage) -> bool:
         return (self.tokens is not None and usage.total_tokens >= self.tokens) or (

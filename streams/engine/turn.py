@@ -269,7 +269,7 @@ class TurnWriter:
     def _emit(self, command: EmitCall) -> None:
         record = self.record
         event = StreamEvent(
-            agent_id=record.agent_id, run_id=record.run_id, seq=command.seq,
+            agent_id=record.agent_id, run_id=record.run_id, step_id=None, attempt=None, seq=command.seq,
             type=command.type, data=command.data,  # type: ignore[arg-type]  # checked by agent.emit's signature
         )
         self.stream.append(event)
