@@ -1,10 +1,18 @@
-"""The worker's Prometheus metrics, in one bundle built on a registry passed in."""
+"""The worker's Prometheus metrics, in one bundle built on a registry passed in.
+
+The `llm_*` metrics describe model calls (the step `agentstream.llm.call`); the worker
+observes them from each finished attempt (llm_metrics.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Model calls take seconds to minutes, longer than the default buckets (up to 10 s) reach.
+LLM_CALL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+LLM_FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -15,6 +23,11 @@ class WorkerMetrics:
     dead_letters: Counter
     heartbeats: Counter
     duplicate_commands: Counter
+    llm_calls: Counter
+    llm_tokens: Counter
+    llm_cost: Counter
+    llm_call_seconds: Histogram
+    llm_first_token_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "WorkerMetrics":
@@ -55,6 +68,43 @@ class WorkerMetrics:
                 "(it had completed them: the result it published is sent once more), joined (still "
                 "running: the copy completes with that attempt). Typical after a processor restart.",
                 ["action"],
+                registry=registry,
+            ),
+            llm_calls=Counter(
+                "agentstream_llm_calls",
+                "Attempts of model calls (step agentstream.llm.call) finished by this worker, by the model "
+                "the agent configured and outcome: ok, retryable_error (429, 5xx, timeout, cut stream: "
+                "retried durably), error (any other 4xx or failure: not retried).",
+                ["model", "outcome"],
+                registry=registry,
+            ),
+            llm_tokens=Counter(
+                "agentstream_llm_tokens",
+                "Tokens of successful model calls as the API reported them, by model and kind: prompt, "
+                "completion, cached (prompt tokens served from the provider's cache; part of prompt).",
+                ["model", "kind"],
+                registry=registry,
+            ),
+            llm_cost=Counter(
+                "agentstream_llm_cost_usd",
+                "Cost in US dollars of successful model calls, from the model's price table "
+                "(Model.prices; 0 without one), by model.",
+                ["model"],
+                registry=registry,
+            ),
+            llm_call_seconds=Histogram(
+                "agentstream_llm_call_duration_seconds",
+                "Wall time of a successful model call, from the request to the whole answer "
+                "(re-asks for an invalid structured output included), by model.",
+                ["model"],
+                buckets=LLM_CALL_BUCKETS,
+                registry=registry,
+            ),
+            llm_first_token_seconds=Histogram(
+                "agentstream_llm_time_to_first_token_seconds",
+                "Time from the request to the first streamed token of a successful streamed model call, by model.",
+                ["model"],
+                buckets=LLM_FIRST_TOKEN_BUCKETS,
                 registry=registry,
             ),
         )

@@ -52,6 +52,7 @@ from ..settings import Settings
 from .completed import CompletedCommands, Published
 from . import llm as _llm  # noqa: F401 - registers the step agentstream.llm.call
 from .execute import execute, outcome_label
+from .llm_metrics import observe_llm_call
 from .metrics import WorkerMetrics
 from .progress import AttemptProgress, needs_started
 
@@ -367,6 +368,7 @@ class StepWorker:
             self.metrics.in_flight.dec()
         self.metrics.steps.labels(command.function, outcome_label(result)).inc()
         self.metrics.step_seconds.labels(command.function).observe(result.duration_s)
+        observe_llm_call(self.metrics, command, result)
         if result.error is not None and not result.error.retryable:
             log.info("step failed", extra={"function": command.function, "step_id": command.step_id,
                                            "error_type": result.error.type})
