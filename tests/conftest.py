@@ -10,17 +10,28 @@ from pathlib import Path
 import pytest
 
 from agentstream.streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
+from agentstream.streams.broker.apache import ApacheKafkaCluster
 from agentstream.streams.kafka import ensure_topics
 from support import PARTITIONS, Cluster, get_json, poll  # noqa: F401  (re-exported for tests)
 
 
+BROKER_SETTING = "AGENTSTREAM_TEST_BROKER"  # embedded (default) or apache
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[str]:
-    """The session's broker: AGENTSTREAM_KAFKA_BOOTSTRAP if set (e.g. a real Kafka), else an embedded one."""
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's broker: AGENTSTREAM_KAFKA_BOOTSTRAP if set, else the one AGENTSTREAM_TEST_BROKER names."""
     external = os.environ.get("AGENTSTREAM_KAFKA_BOOTSTRAP")
     if external:
         yield external
         return
+    kind = os.environ.get(BROKER_SETTING, "embedded")
+    if kind == "apache":
+        with ApacheKafkaCluster(tmp_path_factory.mktemp("apache-kafka")) as cluster:
+            yield cluster.bootstrap
+        return
+    if kind != "embedded":
+        raise pytest.UsageError(f"{BROKER_SETTING}={kind!r}: use 'embedded' (the default) or 'apache'")
     with EmbeddedBroker() as embedded:
         yield embedded.bootstrap
 
