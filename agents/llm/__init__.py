@@ -24,12 +24,12 @@ from ._history import HistoryPolicy
 from ._memory import Memory
 from ._model import Model, Prices
 from ._session import ApprovalError
-from ._stream_text import Answer, DroppedText, StepText, StreamedText
+from ._stream_text import AnswerText, DroppedText, StepText, StreamedText
 from ._tools import Tool, ToolArgumentsError, agent_tool, tool
 from ._types import ApprovalRequest, Budget, Decision, RunResult, UserMessage
 
 __all__ = [
-    "Answer",
+    "AnswerText",
     "ApprovalError",
     "ApprovalRequest",
     "Budget",
