@@ -45,16 +45,22 @@ class Cluster:
             "AGENTSTREAM_LOG_LEVEL": "INFO",
         }
 
-    def processor(self, name: str = "processor", *, data_dir: Path | None = None, app: str = "recorder") -> ManagedProcess:
+    def processor(
+        self, name: str = "processor", *, data_dir: Path | None = None, app: str = "recorder",
+        env: dict[str, str] | None = None,
+    ) -> ManagedProcess:
         state = {"AGENTSTREAM_DATA_DIR": str(data_dir or self.tmp / f"{name}-state")}
         process = component(
-            "processor", self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env={**self.env, **state}, name=name
+            "processor", self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env={**self.env, **state, **(env or {})},
+            name=name,
         )
         self.processes.append(process)
         return process
 
-    def worker(self, name: str = "worker", app: str = "recorder") -> ManagedProcess:
-        process = component("worker", self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env=self.env, name=name)
+    def worker(self, name: str = "worker", app: str = "recorder", env: dict[str, str] | None = None) -> ManagedProcess:
+        process = component(
+            "worker", self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env={**self.env, **(env or {})}, name=name
+        )
         self.processes.append(process)
         return process
 
