@@ -27,6 +27,7 @@ from ..logs import logging_config
 from ..settings import Settings
 from .handler import InputHandler
 from .positions import InputPositions, read_range
+from . import recovery_fix
 from .publish import FaustPublisher, FaustTableStore
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
@@ -100,6 +101,7 @@ def create_processor(
     names = TopicNames(settings.topic_prefix)
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
     profile.apply_to_faust()
+    recovery_fix.install()
     app = faust.App(
         settings.app_id,
         broker=brokers,

@@ -1,0 +1,41 @@
+"""A guard for Faust's table recovery: never seek a changelog partition to a negative offset.
+
+Faust computes where to start reading a changelog as "persisted offset, else earliest
+offset - 1" and maps exactly -1 to 0; anything lower reaches aiokafka's `seek`, which
+raises, and the whole processor crashes while starting. It was seen once in a
+500-kill chaos run: a restart on a state dir that had just been set aside (so no
+persisted offset) crashed seeking a standby partition. Reading from offset 0 is
+always correct for a changelog (it is what an empty table needs), so lower values are
+read as 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from faust.tables.recovery import Recovery
+
+log = logging.getLogger("agentstream.processor")
+
+_MARK = "agentstream_never_negative"
+
+
+def install() -> None:
+    """Patch `Recovery._seek_offsets` once per process."""
+    original = Recovery._seek_offsets
+    if getattr(original, _MARK, False):
+        return
+
+    async def seek_offsets(self: Recovery, consumer: Any, tps: Any, offsets: Counter[Any], title: str) -> None:
+        for tp in tps:
+            offset = offsets.get(tp)
+            if offset is not None and offset < -1:
+                log.warning("changelog recovery asked to seek below the start; reading from offset 0 instead",
+                            extra={"topic": tp.topic, "partition": tp.partition, "offset": offset, "kind": title})
+                offsets[tp] = -1  # Faust reads -1 as "from the start"
+        await original(self, consumer, tps, offsets, title)
+
+    setattr(seek_offsets, _MARK, True)
+    Recovery._seek_offsets = seek_offsets  # type: ignore[method-assign]

@@ -1,0 +1,36 @@
+"""Faust's changelog recovery never seeks below offset 0 (a processor crashed starting on it once)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from faust.tables.recovery import Recovery
+from faust.types import TP
+
+from agentstream.streams.processor import recovery_fix
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.seeks: list[dict[Any, int]] = []
+
+    async def seek_wait(self, offsets: dict[Any, int]) -> None:
+        for offset in offsets.values():
+            if offset < 0:
+                raise ValueError("Offset must be a positive integer")  # what aiokafka's seek does
+        self.seeks.append(dict(offsets))
+
+
+async def test_an_offset_below_minus_one_is_read_from_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Recovery, "_seek_offsets", Recovery._seek_offsets)  # undone after the test
+    tps = {TP("changelog", 0), TP("changelog", 1)}
+    offsets: Counter[Any] = Counter({TP("changelog", 0): -2, TP("changelog", 1): 41})
+    consumer = Consumer()
+    with pytest.raises(ValueError):  # Faust alone crashes
+        await Recovery._seek_offsets(object(), consumer, tps, Counter(offsets), "standby")  # type: ignore[arg-type]
+    recovery_fix.install()
+    recovery_fix.install()  # idempotent
+    await Recovery._seek_offsets(object(), consumer, tps, offsets, "standby")  # type: ignore[arg-type]
+    assert consumer.seeks == [{TP("changelog", 0): 0, TP("changelog", 1): 41}]
