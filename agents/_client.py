@@ -21,6 +21,7 @@ from pydantic_core import to_jsonable_python
 from yarl import URL
 
 from agentstream.streams.broker.profile import detect_profile
+from agentstream.streams.kafka import partitions_now
 from agentstream.streams.kafka import producer as kafka_producer
 from agentstream.streams.settings import Settings
 from agentstream.streams.stream_in import read_agent_stream
@@ -210,8 +211,7 @@ class AgentClient:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # loads the cluster metadata
-            partitions = sorted(consumer.partitions_for_topic(topic) or [])
+            partitions = await partitions_now(consumer, topic)
             if not partitions:
                 raise AgentNotFoundError(f"topic {topic} does not exist; run `agentstream topics create`")
             key = agent_id.encode()

@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agentstream.streams.broker import BrokerProfile
+from agentstream.streams.kafka import partitions_now
 
 ENVELOPE_KEYS = ("kind", "event", "payload", "step_id", "attempt", "function", "ok", "output", "timer_id",
                  "fire_at", "child_id", "status", "reason_code", "reason", "agent_type")
@@ -65,8 +66,7 @@ async def history(bootstrap: str, profile: BrokerProfile, prefix: str, topics: l
                                 **profile.consumer_options())
     await consumer.start()
     try:
-        await consumer.topics()  # loads the cluster metadata
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        partitions = [TopicPartition(t, p) for t in topics for p in await partitions_now(consumer, t)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

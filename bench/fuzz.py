@@ -48,6 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.streams.broker import EmbeddedBroker, detect_profile
 from agentstream.streams.devstack import ManagedProcess
+from agentstream.streams.kafka import partitions_now
 from agentstream.topics import DeadLetter
 
 from fuzz_records import Recipe, draw_recipes
@@ -148,8 +149,7 @@ class Run:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bench.bootstrap, group_id=None)
         await consumer.start()
         try:
-            await consumer.topics()
-            partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+            partitions = [TopicPartition(t, p) for t in topics for p in await partitions_now(consumer, t)]
             return sum((await consumer.end_offsets(partitions)).values())
         finally:
             await consumer.stop()

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.producer import AIOKafkaProducer
 
 from agentstream.streams.devstack import ManagedProcess
-from agentstream.streams.kafka import admin_client, producer
+from agentstream.streams.kafka import admin_client, partitions_now, producer
 from agentstream.topics import ScheduleAgent, SendEvent
 
 from harness import Bench, Row, Slice, agent_state, metric, wait_until
@@ -72,8 +72,7 @@ async def uncommitted(bench: Bench, group: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bench.bootstrap, group_id=None)
     await consumer.start()
     try:
-        await consumer.topics()  # loads the cluster metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        partitions = [TopicPartition(topic, p) for p in await partitions_now(consumer, topic)]
         ends = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
@@ -158,8 +157,7 @@ async def stored_size(bench: Bench, changelog: str, key: bytes) -> tuple[int, in
     consumer = AIOKafkaConsumer(bootstrap_servers=bench.bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # loads the cluster metadata
-        partitions = [TopicPartition(changelog, p) for p in sorted(consumer.partitions_for_topic(changelog) or [])]
+        partitions = [TopicPartition(changelog, p) for p in await partitions_now(consumer, changelog)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         for tp in partitions:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
@@ -57,6 +57,17 @@ async def describe_cluster_id(bootstrap: str) -> str:
     async with admin_client(bootstrap) as admin:
         cluster = await admin.describe_cluster()
     return str(cluster.get("cluster_id") or "")
+
+
+async def partitions_now(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The partitions of `topic` as the cluster reports them now; [] when it does not exist.
+
+    `consumer.topics()` fetches the cluster's metadata but does not keep it, and what a
+    consumer keeps covers only the topics it tracks (Apache Kafka answers for those
+    alone), so a consumer that assigns itself partitions must ask like this first.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return sorted(cluster.partitions_for_topic(topic) or [])
 
 
 async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:

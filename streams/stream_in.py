@@ -31,7 +31,7 @@ from agentstream.topics import (
 )
 
 from .broker.profile import BrokerProfile
-from .kafka import unreachable
+from .kafka import partitions_now, unreachable
 
 log = logging.getLogger("agentstream.stream")
 
@@ -75,12 +75,11 @@ class StreamReader:
         consumer = self._consumer
         try:
             await consumer.start()
-            await consumer.topics()  # loads the cluster metadata
+            partitions = await partitions_now(consumer, self._topic)
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             await consumer.stop()
             raise unreachable(self._bootstrap, exc) from exc
         try:
-            partitions = sorted(consumer.partitions_for_topic(self._topic) or [])
             if not partitions:
                 raise ConfigurationError(f"topic {self._topic} does not exist; create it with `agentstream topics create`")
             partition = TopicPartition(self._topic, partition_of(self._key, partitions))

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentstream.streams.devstack import ManagedProcess
+from agentstream.streams.kafka import partitions_now
 from agentstream.topics import StepCommand, derived_message_id
 
 from conftest import PARTITIONS, Cluster, poll
@@ -298,7 +299,7 @@ async def end_offsets(cluster: Cluster) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in await partitions_now(consumer, topic)]
         ends = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
