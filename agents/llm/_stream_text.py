@@ -156,7 +156,12 @@ class StreamedText:
     # -- feeding ----------------------------------------------------------------------------
 
     def add(self, item: StreamEvent | StreamItem) -> bool:
-        """Take the next event; False when it changed nothing (already had, or of an abandoned attempt)."""
+        """Take the next event; False when it changed nothing (already had, or of an abandoned attempt).
+
+        A re-run attempt's events carry the same message IDs as the first run's, so a bare
+        event with seq 0 seen again after later events of its attempt is taken as a
+        re-run; a `StreamItem` read before (its cursor) is known to be a copy.
+        """
         if isinstance(item, StreamItem):
             partition, offset = parse_stream_cursor(item.cursor)
             if offset <= self._offsets.get(partition, -1):
