@@ -280,6 +280,10 @@ class StepWorker:
             slot.partition.pending.discard(record.offset)
         finally:
             self._slots.pop((tp, record.offset), None)
+        # Commit at once rather than at the next interval: a worker killed after a step finished
+        # but before its offset was committed runs that step again (a model call paid twice).
+        if self._consumer is not None and self._partitions.get(tp) is slot.partition:
+            await self._commit(self._consumer, only={tp})
 
     async def _handle(self, record: ConsumerRecord, producer: AIOKafkaProducer) -> None:
         try:
