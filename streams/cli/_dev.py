@@ -127,13 +127,20 @@ async def _run_demo(stack: DevStack) -> dict[str, Any]:
 
 @cli.command()
 @click.option("--keep-serving", is_flag=True, help="Keep everything running after the demo (Ctrl-C stops).")
-def demo(keep_serving: bool) -> None:
+@click.option("--llm", is_flag=True, help="Chat with the example airline LLM agent instead, its answers streamed "
+              "(a scripted model unless OPENAI_API_KEY or AGENTSTREAM_LLM_BASE_URL is set).")
+def demo(keep_serving: bool, llm: bool) -> None:
     """Schedule the example TaskProcessor, send it events, print its state, then exit."""
-    stack = DevStack(DEMO_APP, external_bootstrap=_external_bootstrap())
+    from . import _llm_demo
+
+    model = _llm_demo.start_model(_progress) if llm else None
+    stack = DevStack(_llm_demo.APP if llm else DEMO_APP, external_bootstrap=_external_bootstrap())
     _start(stack)
     try:
-        state = run_async(_run_demo(stack))
-        click.echo(json.dumps(state, indent=2))
+        if llm:
+            run_async(_llm_demo.converse(stack, _progress))
+        else:
+            click.echo(json.dumps(run_async(_run_demo(stack)), indent=2))
         click.echo(f"\nmetrics: {stack.processor.url}/metrics")
         if keep_serving:
             _print_addresses(stack)
@@ -143,6 +150,8 @@ def demo(keep_serving: bool) -> None:
             click.echo("demo finished; stopping everything (use --keep-serving to keep it running)")
     finally:
         stack.stop()
+        if model is not None:
+            model.stop()
 
 
 @cli.command()
