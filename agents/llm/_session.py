@@ -45,8 +45,8 @@ class LLMSession:
     decisions: dict[str, Decision | None]  # request ID -> the decision; None: rejected by its timeout
     approved: dict[str, bool]
     settled: dict[str, str]
-    tickets: int
-    serving: int
+    busy: bool  # a run is in progress (or its `resume` has not come back yet)
+    served: int  # runs finished; names the `resume` that may start the next
     closed: bool
     user: str | None
     recalling: list[str]  # recall requests waiting for the memory agent's answer
@@ -61,8 +61,8 @@ class LLMSession:
         self.decisions = {}
         self.approved = {}
         self.settled = {}
-        self.tickets = 0
-        self.serving = 0
+        self.busy = False
+        self.served = 0
         self.closed = False
         self.user = None
         self.recalling = []
@@ -74,16 +74,14 @@ class LLMSession:
     async def run(self, task: str | None = None) -> RunResult | None:
         """With a task: answer it once and complete. Without: a session, open until `close`."""
         if task is not None:
-            return await self._respond(task)
+            return await self._respond(task, resume=False)
         await condition(lambda: self.closed)
         return None
 
     @agent.event
     async def message(self, message: UserMessage) -> RunResult:
         """One user turn: answered after the messages before it."""
-        if message.user is not None:
-            self.user = message.user
-        return await self._respond(message.text)
+        return await self._respond(message.text, user=message.user)
 
     @agent.event
     async def approve(self, decision: Decision) -> str:
@@ -92,6 +90,12 @@ class LLMSession:
     @agent.event
     async def reject(self, decision: Decision) -> str:
         return self._decide(decision, approved=False)
+
+    @agent.event
+    async def resume(self, served: int) -> None:
+        """Sent by the session to itself when a run ends: the next waiting message may start."""
+        if served == self.served:
+            self.busy = False
 
     @agent.event
     async def memory_recalled(self, recalled: Recalled) -> None:
@@ -106,10 +110,19 @@ class LLMSession:
 
     # -- the loop -------------------------------------------------------------------------
 
-    async def _respond(self, text: str) -> RunResult:
-        ticket = self.tickets
-        self.tickets += 1
-        await condition(lambda: self.serving == ticket)
+    async def _respond(self, text: str, *, user: str | None = None, resume: bool = True) -> RunResult:
+        """Run the loop for one message, after the ones before it (in arrival order).
+
+        Nothing may change before the wait: a message still waiting when the journal is
+        compacted is restarted from here and must come back to the same state. And the
+        next message starts only in a later turn, on the `resume` this run sends itself
+        when it ends, so the turn that ends a run has nothing in flight and the journal
+        can be compacted even when messages keep arriving.
+        """
+        await condition(lambda: not self.busy)
+        self.busy = True
+        if user is not None:
+            self.user = user
         start = len(self.history)
         try:
             self.history.append({"role": "user", "content": text})
@@ -118,12 +131,21 @@ class LLMSession:
             self.runs += 1
             result = await self._loop(self.runs, text)
             self.usage = self.usage + result.usage
-            return result
+        except (GeneratorExit, asyncio.CancelledError):
+            raise  # the coroutine is discarded or the agent cancelled: nothing durable may happen now
         except BaseException:
             del self.history[start:]  # a failed run leaves the conversation as it was before it
+            self._end_run(resume)
             raise
-        finally:
-            self.serving += 1
+        self._end_run(resume)
+        return result
+
+    def _end_run(self, resume: bool) -> None:
+        self.served += 1
+        if resume:
+            agent.send(agent.agent_info().agent_id, "resume", self.served)
+        else:
+            self.busy = False
 
     async def _loop(self, run: int, text: str) -> RunResult:
         spec = self.spec

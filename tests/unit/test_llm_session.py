@@ -187,7 +187,8 @@ async def test_history_stays_within_the_policy_over_many_turns() -> None:
         call = model_call(commands(turns)[0])
         assert len(call.messages) <= 1 + 6  # the system message and at most max_messages
         assert call.messages[-1] == {"role": "user", "content": f"question {n}"}
-        await turns.complete(commands(turns)[0], answer(f"answer {n}"))
+        outcome = await turns.complete(commands(turns)[0], answer(f"answer {n}"))
+        await turns.deliver_all(outcome.messages)  # the session's `resume` to itself
     record = turns.record("s5")
     assert len(record.fields["history"]) <= 6
     assert len(record.journal) <= 2, "an idle session compacts its journal"
@@ -200,7 +201,10 @@ async def test_messages_are_answered_one_at_a_time_in_order() -> None:
     first = commands(turns)[0]
     await turns.send("s6", "message", {"text": "two"})
     assert commands(turns) == []  # waits for the first answer
-    await turns.complete(first, answer("1"))
+    outcome = await turns.complete(first, answer("1"))
+    assert outcome.commands == [] and [m.event for m in outcome.messages] == ["resume"]  # type: ignore[attr-defined]
+    assert turns.record("s6").journal == [], "the turn that answered a message ends with nothing in flight: compacted"
+    await turns.deliver_all(outcome.messages)
     assert model_call(commands(turns)[0]).messages[-3:] == [
         {"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}, {"role": "user", "content": "two"}]
 
@@ -209,7 +213,8 @@ async def test_a_failed_run_leaves_the_history_as_it_was_and_the_next_message_is
     turns = Turns()
     await turns.schedule("Test.Session", "s7")
     await turns.send("s7", "message", {"text": "boom"})
-    await turns.fail(commands(turns)[0], "TerminalError", retryable=False)
+    outcome = await turns.fail(commands(turns)[0], "TerminalError", retryable=False)
+    await turns.deliver_all(outcome.messages)
     assert "StepFailedError" in event_result(turns, "s7", "message")[0]["error"]
     assert turns.record("s7").fields["history"] == []
     await turns.send("s7", "message", {"text": "fine?"})
