@@ -33,7 +33,7 @@ COORDINATOR = LLMAgent(
     "ResearchCoordinator",
     model=MODEL,
     instructions=COORDINATOR_INSTRUCTIONS,
-    tools=[agent_tool(RESEARCHER.agent_class, name="ask_researcher",
+    tools=[agent_tool(RESEARCHER, name="ask_researcher",
                       description="Ask a researcher one self-contained question; returns their answer.")],
     max_tool_calls=8,
 )

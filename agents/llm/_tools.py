@@ -232,15 +232,17 @@ def _runner(fn: Callable[..., Any], definition: Tool) -> Callable[[dict[str, Any
 
 
 def agent_tool(
-    agent: type | str, *, name: str | None = None, description: str, needs_approval: bool = False
+    agent: Any, *, name: str | None = None, description: str, needs_approval: bool = False
 ) -> Tool:
-    """Offer another agent as a tool: each call runs it as a child agent with `{"task": ...}` and waits.
+    """Offer another agent (an `LLMAgent`, an agent class or type name) as a tool.
+
+    Each call runs it as a child agent with the task as input and waits for its result.
 
     The child's result is the tool's result; an LLM child's usage counts toward the caller's.
     """
     from agentstream.agents._agent import _agent_type_name
 
-    agent_type = _agent_type_name(agent)
+    agent_type = _agent_type_name(getattr(agent, "agent_class", agent))  # an LLMAgent, or an agent class / name
     tool_name = name or re.sub(r"\W", "_", agent_type)
     arguments = create_model(
         f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"),
