@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agentstream.agents.llm import Budget, LLMAgent, Model, tool
+from agentstream.agents.llm import Budget, HistoryPolicy, LLMAgent, Memory, Model, tool
 
 LOG_ENV = "LLMAPP_LOG"
 OVERLAP_WAIT_S = 15.0  # how long a probe waits for its sibling to start before it gives up
@@ -103,3 +103,6 @@ REVIEWER = LLMAgent("LLMApp.Reviewer", model=MODEL, instructions="Review what yo
 BUDGETED = LLMAgent("LLMApp.Budgeted", model=MODEL, tools=[lookup], budget=Budget(tokens=100))
 CLERK = LLMAgent("LLMApp.Clerk", model=MODEL, instructions="You help airline customers.",
                  tools=[send_invoice, wire_money])
+REMEMBERING = LLMAgent("LLMApp.Remembering", model=MODEL, memory=Memory("LLMApp.Memory"))
+SUMMARIZING = LLMAgent("LLMApp.Summarizing", model=MODEL, instructions="You are brief.",
+                       history=HistoryPolicy(max_messages=2, summarize=True))

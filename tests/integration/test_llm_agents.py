@@ -358,3 +358,54 @@ async def test_an_approval_that_times_out_is_told_to_the_model_as_not_approved_a
     assert "not approved" in told["content"] and "no decision within 1.5s" in told["content"], told
     assert late["error"] is not None and "timed out" in late["error"], late
     assert stack.log_lines() == [], "a timed-out approval ran the tool"
+
+
+# --- memory and summaries -----------------------------------------------------------------------------------
+
+
+def tool_answer(name: str, arguments: dict[str, Any], call_id: str) -> Reply:
+    return Reply.tools(ToolCall(name, arguments, id=call_id))
+
+
+async def test_a_fact_remembered_in_one_session_is_recalled_in_another_session_of_the_same_user(
+    stack: Stack,
+) -> None:
+    stack.llm.add(
+        tool_answer("remember", {"fact": "Ada is vegetarian"}, "call_r"), Reply.text("Noted."),
+        tool_answer("recall", {"query": "vegetarian food"}, "call_q"), Reply.text("A vegetable curry."),
+    )
+    async with stack.client() as client:
+        await client.schedule_agent("LLMApp.Remembering", "mem-chat-1")
+        await client.send_agent_event("mem-chat-1", "message", {"text": "I am vegetarian.", "user": "ada"})
+        await all_done(stack, "mem-chat-1", "message", 1)
+        await poll(lambda: (stack.state("LLMApp.Memory:ada") or {}).get("fields", {}).get("facts"),
+                   timeout=RUN_S, what="the fact in Ada's memory agent")
+        await client.schedule_agent("LLMApp.Remembering", "mem-chat-2")
+        await client.send_agent_event("mem-chat-2", "message", {"text": "What should I cook?", "user": "ada"})
+        [answered] = await all_done(stack, "mem-chat-2", "message", 1)
+    assert answered["result"]["text"] == "A vegetable curry."
+    after_recall = stack.llm.requests[3].messages[-1]
+    assert after_recall == {"role": "tool", "tool_call_id": "call_q", "content": '["Ada is vegetarian"]'}
+    memory = stack.state("LLMApp.Memory:ada")
+    assert memory is not None and [f["text"] for f in memory["fields"]["facts"]] == ["Ada is vegetarian"]
+
+
+async def test_a_history_cut_by_the_policy_is_folded_into_a_summary_by_a_model_call(stack: Stack) -> None:
+    stack.llm.add(Reply.text("Hello Ada."), Reply.text("SUMMARY: Ada likes tea."), Reply.text("Tea it is."))
+    async with stack.client() as client:
+        await client.schedule_agent("LLMApp.Summarizing", "sum-1")
+        await client.send_agent_event("sum-1", "message", {"text": "I am Ada and I like tea."})
+        await all_done(stack, "sum-1", "message", 1)
+        await client.send_agent_event("sum-1", "message", {"text": "What do I drink?"})
+        await all_done(stack, "sum-1", "message", 2)
+    first, summary, second = stack.llm.requests
+    assert str(summary.messages[0]["content"]).startswith("Summarise")
+    assert "I am Ada and I like tea." in str(summary.messages[1]["content"])
+    assert not summary.tools  # a summary is a plain model call
+    assert second.messages == [
+        {"role": "system", "content": "You are brief.\n\nSummary of the earlier conversation:\nSUMMARY: Ada likes tea."},
+        {"role": "user", "content": "What do I drink?"},
+    ]
+    state = stack.state("sum-1")
+    assert state is not None and state["fields"]["summary"] == "SUMMARY: Ada likes tea."
+    assert len(state["fields"]["history"]) <= 2

@@ -45,6 +45,7 @@ def refund(confirmation: str, amount: float) -> str:
 
 SESSION = LLMAgent("Test.Session", model=MODEL, instructions="Be brief.", tools=[find_booking, weather, refund],
                    history=HistoryPolicy(max_messages=6, max_tokens=100_000))
+BY_COST = LLMAgent("Test.ByCost", model=MODEL, tools=[weather], budget=Budget(cost=0.01))
 BUDGETED = LLMAgent("Test.Budgeted", model=MODEL, tools=[weather], budget=Budget(tokens=100), max_tool_calls=3)
 
 
@@ -167,6 +168,20 @@ async def test_the_budget_stops_a_run_cleanly() -> None:
     record = turns.record("b1")
     assert record.status.value == "completed"
     assert record.result["stop_reason"] == "budget" and record.result["usage"]["prompt_tokens"] == 60
+
+
+async def test_a_cost_budget_stops_a_run_once_the_priced_usage_reaches_it() -> None:
+    turns = Turns()
+    await turns.schedule("Test.ByCost", "c1", "go")
+    reply = answer(None, ("c1", "weather", {"city": "Oslo"}))
+    await turns.complete(commands(turns)[0], {**reply, "usage": {**reply["usage"], "cost": 0.004}})
+    await turns.complete(commands(turns)[0], {"ok": True, "value": "sunny"})
+    assert [c.function for c in commands(turns)] == [CALL_FUNCTION]  # 0.004 < 0.01: the loop goes on
+    reply = answer(None, ("c2", "weather", {"city": "Rome"}))
+    await turns.complete(commands(turns)[0], {**reply, "usage": {**reply["usage"], "cost": 0.007}})
+    await turns.complete(commands(turns)[0], {"ok": True, "value": "rain"})
+    result = turns.record("c1").result
+    assert result["stop_reason"] == "budget" and result["usage"]["cost"] == 0.011 and result["turns"] == 2
 
 
 async def test_too_many_tool_calls_stop_the_run_with_every_call_answered() -> None:

@@ -1,4 +1,4 @@
-"""The public names of agentstream.agents and agentstream.topics are pinned.
+"""The public names of agentstream.agents (and its llm and testing kits) and agentstream.topics are pinned.
 
 Changing them is an API change: update these lists on purpose, never by accident.
 """
@@ -80,7 +80,38 @@ TOPICS_ALL = [
     "stream_event_id",
 ]
 
-PINNED = {"agentstream.agents": AGENTS_ALL, "agentstream.topics": TOPICS_ALL}
+LLM_ALL = [
+    "AnswerText",
+    "ApprovalError",
+    "ApprovalRequest",
+    "Budget",
+    "Decision",
+    "DroppedText",
+    "HistoryPolicy",
+    "LLMAgent",
+    "Memory",
+    "Model",
+    "ModelResponse",
+    "Prices",
+    "RunResult",
+    "StepText",
+    "StreamedText",
+    "Tool",
+    "ToolArgumentsError",
+    "Usage",
+    "UserMessage",
+    "agent_tool",
+    "tool",
+]
+
+TESTING_ALL = ["HttpError", "RecordedRequest", "Reply", "Responder", "ScriptedLLM", "ToolCall", "Usage"]
+
+PINNED = {
+    "agentstream.agents": AGENTS_ALL,
+    "agentstream.agents.llm": LLM_ALL,
+    "agentstream.agents.testing": TESTING_ALL,
+    "agentstream.topics": TOPICS_ALL,
+}
 
 
 @pytest.mark.parametrize("module_name", sorted(PINNED))
