@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentstream.streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
+from agentstream.agents.testing import ScriptedLLM
 from agentstream.streams.broker.apache import ApacheKafkaCluster
 from agentstream.streams.kafka import ensure_topics
 from support import PARTITIONS, Cluster, get_json, poll  # noqa: F401  (re-exported for tests)
@@ -39,6 +40,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def profile(broker: str) -> BrokerProfile:
     return await detect_profile(broker)
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLM]:
+    """The model of LLM tests: a scripted OpenAI-compatible server in a thread of this process (each test adds its script)."""
+    with ScriptedLLM() as server:
+        yield server
 
 
 @pytest.fixture

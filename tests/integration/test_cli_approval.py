@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,13 +79,6 @@ class Stack:
 
         result: dict[str, Any] = await poll(done, timeout=RUN_S, what=f"the message of {agent_id} answered")
         return result
-
-
-@pytest.fixture
-def llm() -> Iterator[ScriptedLLM]:
-    """The model: a scripted OpenAI-compatible server in a thread of this process."""
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -69,13 +69,6 @@ class Stack:
         self.processor.kill()
         self.processor = self.cluster.processor(name, app=APP, data_dir=self.data_dir).start()
         await asyncio.to_thread(self.processor.wait_ready, 90.0)
-
-
-@pytest.fixture
-def llm() -> Iterator[ScriptedLLM]:
-    """The model: a scripted OpenAI-compatible server in a thread of this process (each test adds its script)."""
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -91,13 +91,6 @@ class Stack:
         self.worker.kill()
         self.worker = self.cluster.worker(name, app=APP, env=self.worker_env).start()
         await asyncio.to_thread(self.worker.wait_ready, 90.0)
-
-
-@pytest.fixture
-def llm() -> Iterator[ScriptedLLM]:
-    """The model: a scripted OpenAI-compatible server in a thread of this process (each test adds its script)."""
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture
