@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import Field
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentstream.topics import TopicNames, TopicSpec
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -30,7 +34,20 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = Field(default="agentstream.", description="Prefix of every topic name.")
     partitions: int = Field(default=8, ge=1, description="Partitions of topics created by agentstream.")
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replication of the topics agentstream creates and of the processors' changelog."
+    )
+    min_insync_replicas: int | None = Field(
+        default=None, ge=1,
+        description="min.insync.replicas of those topics (acks=all writes need this many replicas). Unset: the "
+        "broker's default. In production with replication 3: 2.",
+    )
+    changelog_topic_configs: dict[str, str | int | float] = Field(
+        default_factory=dict,
+        description="Extra topic configs of the processors' changelog, applied when it is created, as JSON, e.g. "
+        '{"segment.ms": 3600000, "min.cleanable.dirty.ratio": 0.1}. It is always compacted. Unset: the broker\'s '
+        "defaults (a hot agent's updates are compacted once their segment rolls: after 7 days or 1 GiB).",
+    )
     app_id: str = Field(default="agentstream", description="Processor consumer group and changelog prefix.")
     data_dir: Path = Field(default=Path(".agentstream"), description="Where processors keep RocksDB state.")
     advertise_host: str | None = Field(
@@ -74,5 +91,33 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = Field(default="INFO")
 
+    @field_validator("changelog_topic_configs")
+    @classmethod
+    def _changelog_stays_compacted(cls, configs: dict[str, str | int | float]) -> dict[str, str | int | float]:
+        if "cleanup.policy" in configs:
+            raise ValueError("cleanup.policy cannot be set: the changelog must stay compacted (processors restore "
+                             "agents from it)")
+        return configs
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas={self.min_insync_replicas} exceeds replication_factor={self.replication_factor}: "
+                "every acks=all write would fail (NotEnoughReplicas)"
+            )
+        return self
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def topic_configs(self) -> dict[str, str]:
+        """Configs set on every topic agentstream creates (beyond each topic's own cleanup and retention)."""
+        return {} if self.min_insync_replicas is None else {"min.insync.replicas": str(self.min_insync_replicas)}
+
+    def topic_specs(self, partitions: int | None = None, task_queues: tuple[str, ...] | None = None) -> list[TopicSpec]:
+        """Every topic to create: `partitions` (default: this `partitions`), step-commands of `task_queues`
+        (default: this `task_queue`), replication and `min.insync.replicas` from these settings."""
+        names = TopicNames(self.topic_prefix)
+        specs = names.specs(partitions or self.partitions, self.replication_factor, task_queues or (self.task_queue,))
+        return [replace(spec, extra_configs=self.topic_configs()) for spec in specs]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 DAY_MS = 24 * 3600 * 1000
@@ -18,12 +19,14 @@ class TopicSpec:
     replication_factor: int = 1
     cleanup_policy: Literal["delete", "compact"] = "delete"
     retention_ms: int | None = 7 * DAY_MS
+    # Deployment-wide configs on top of the topic's own, e.g. {"min.insync.replicas": "2"}.
+    extra_configs: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def configs(self) -> dict[str, str]:
         configs: dict[str, str] = {"cleanup.policy": self.cleanup_policy}
         if self.retention_ms is not None:
             configs["retention.ms"] = str(self.retention_ms)
-        return configs
+        return {**configs, **self.extra_configs}
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,23 @@ What the embedded broker does differently (Tansu 0.6.0 with aiokafka 0.14):
 - a fetch with nothing to read waits about half its max wait even when records arrive
   meanwhile, so every hop of a record would cost up to 750 ms with Faust's 1.5 s: a
   short max wait keeps hops in the tens of milliseconds.
+
+On a real Kafka every producer is idempotent with `acks=all`: a retried send after a
+lost acknowledgement (a broker restart, a leader change) is not written twice, and the
+order of a partition's records survives retries. Faust has no setting for it (only its
+transactional "exactly_once" mode turns it on), so `apply_to_faust_app` adds it to the
+app's producer.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 EMBEDDED_CLUSTER_PREFIX = "agentstream-embedded-"
+_PATCHED = "agentstream_producer_extra"
+_FAUST_PRODUCER_EXTRA: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class BrokerProfile:
     """Timeouts and batching for producers, consumers and the Faust app."""
 
     embedded: bool
+    idempotent: bool = False  # enable.idempotence on every producer (InitProducerId must work)
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
     # None leaves the client library's default in place.
@@ -39,7 +49,7 @@ class BrokerProfile:
 
     @classmethod
     def real_kafka(cls) -> "BrokerProfile":
-        return cls(embedded=False)
+        return cls(embedded=False, idempotent=True)
 
     @classmethod
     def embedded_broker(cls) -> "BrokerProfile":
@@ -51,7 +61,7 @@ class BrokerProfile:
 
     def producer_options(self) -> dict[str, Any]:
         """Keyword arguments for `aiokafka.AIOKafkaProducer`."""
-        options: dict[str, Any] = {"acks": "all", "enable_idempotence": False}
+        options: dict[str, Any] = {"acks": "all", "enable_idempotence": self.idempotent}
         if self.max_batch_size is not None:
             options["max_batch_size"] = self.max_batch_size
         return options
@@ -84,6 +94,27 @@ class BrokerProfile:
 
         create_with_short_fetch_wait.agentstream_fetch_max_wait_ms = wait_ms  # type: ignore[attr-defined]
         AIOKafkaConsumerThread._create_worker_consumer = create_with_short_fetch_wait  # type: ignore[method-assign,assignment]
+
+    def apply_to_faust_app(self, app: Any) -> None:
+        """Make `app`'s producer idempotent when the profile says so (Faust has no option for it).
+
+        Faust builds its producers' aiokafka options from `_settings_extra()`; the patch,
+        installed once per process, adds what is registered here for the producer's app.
+        """
+        if not self.idempotent:
+            return
+        from faust.transport.drivers.aiokafka import Producer
+
+        _FAUST_PRODUCER_EXTRA[app] = {"acks": "all", "enable_idempotence": True}
+        original = Producer._settings_extra
+        if getattr(original, _PATCHED, False):
+            return
+
+        def settings_extra(producer: Any) -> dict[str, Any]:
+            return {**original(producer), **_FAUST_PRODUCER_EXTRA.get(producer.app, {})}
+
+        setattr(settings_extra, _PATCHED, True)
+        Producer._settings_extra = settings_extra  # type: ignore[method-assign,assignment]
 
     def faust_options(self) -> dict[str, Any]:
         """Keyword arguments for `faust.App` (Faust's own settings names)."""

@@ -107,7 +107,7 @@ def topics_create(partitions: int | None, task_queues: tuple[str, ...]) -> None:
 
     conf = settings()
     names = TopicNames(conf.topic_prefix)
-    specs = names.specs(partitions or conf.partitions, conf.replication_factor, task_queues or (conf.task_queue,))
+    specs = conf.topic_specs(partitions, task_queues or None)  # replication and min.insync.replicas from settings
 
     async def create() -> tuple[list[str], int]:
         created = await ensure_topics(conf.kafka_bootstrap, specs)

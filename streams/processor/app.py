@@ -80,6 +80,18 @@ def _count_of(index: TimerIndex, status: str) -> float:
     return float(index.count(status))  # kept by the index as agents change: O(1) per scrape
 
 
+def changelog_configs(settings: Settings) -> dict[str, str]:
+    """Topic configs of the table's changelog beyond Faust's `cleanup.policy=compact`.
+
+    Faust applies them when it creates the changelog (never to an existing one):
+    `min.insync.replicas` like every other topic, then `changelog_topic_configs`, where a
+    test or a deployment tunes how soon the broker compacts (segment.ms,
+    min.cleanable.dirty.ratio, max.compaction.lag.ms).
+    """
+    extra = {key: str(value) for key, value in settings.changelog_topic_configs.items()}
+    return {**settings.topic_configs(), **extra}
+
+
 def create_processor(
     settings: Settings,
     profile: BrokerProfile,
@@ -119,7 +131,9 @@ def create_processor(
         logging_config=logging_config(settings.log_format, settings.log_level),
         **profile.faust_options(),
     )
-    table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions)
+    profile.apply_to_faust_app(app)
+    table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
+                      extra_topic_configs=changelog_configs(settings))
     registry = CollectorRegistry()
     metrics = ProcessorMetrics.create(registry)
     metrics.build.info({"version": package_version(), "embedded_broker": str(profile.embedded).lower()})
