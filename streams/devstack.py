@@ -18,9 +18,11 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from agentstream.topics.exceptions import AgentstreamError
 
+from .broker.apache import ApacheKafkaCluster, dev_cluster
 from .broker.embedded import EmbeddedBroker, free_port
 
 
@@ -129,7 +131,12 @@ def component(
 
 
 class DevStack:
-    """Broker (embedded unless AGENTSTREAM_KAFKA_BOOTSTRAP is set), topics, one processor, one worker."""
+    """Broker (embedded unless AGENTSTREAM_KAFKA_BOOTSTRAP is set), topics, one processor, one worker.
+
+    With `broker="apache"` the broker is Apache Kafka keeping its data in
+    `data_dir/apache-kafka`, and the processor's state and the logs stay in
+    `data_dir/dev`: a stack started again on the same `data_dir` finds its agents.
+    """
 
     def __init__(
         self,
@@ -141,12 +148,23 @@ class DevStack:
         worker_http_port: int | None = None,
         partitions: int = 4,
         external_bootstrap: str | None = None,
+        broker: Literal["embedded", "apache"] = "embedded",
+        data_dir: Path | None = None,
     ) -> None:
         self.app = app
         self.app_dir = app_dir
         self.partitions = partitions
-        self.workdir = Path(tempfile.mkdtemp(prefix="agentstream-dev-"))
-        self.broker = None if external_bootstrap else EmbeddedBroker(port=broker_port)
+        self.keep = broker == "apache"  # its data outlives the stack
+        data_dir = data_dir or Path(".agentstream")
+        if self.keep:
+            self.workdir = data_dir / "dev"
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="agentstream-dev-"))
+        self.broker: EmbeddedBroker | ApacheKafkaCluster | None = None
+        if not external_bootstrap:
+            self.broker = (dev_cluster(data_dir / "apache-kafka", broker_port) if broker == "apache"
+                           else EmbeddedBroker(port=broker_port))
         self.bootstrap = external_bootstrap or self.broker.bootstrap  # type: ignore[union-attr]
         self.processor = component(
             "processor", self.bootstrap, app, log_dir=self.workdir, http_port=http_port, app_dir=app_dir,
@@ -164,7 +182,10 @@ class DevStack:
         from .kafka import ensure_topics
         from .settings import Settings
 
-        if self.broker is not None:
+        if isinstance(self.broker, ApacheKafkaCluster):
+            progress(f"starting Apache Kafka (data in {self.broker.folder}) ...")
+            self.broker.start()
+        elif self.broker is not None:
             progress("starting embedded broker ...")
             self.broker.start()
         settings = Settings(kafka_bootstrap=self.bootstrap)
@@ -181,12 +202,12 @@ class DevStack:
         return self
 
     def stop(self, *, keep_logs: bool = False) -> None:
-        """Stop everything; the work folder (state and logs) goes too unless `keep_logs`."""
+        """Stop everything; the work folder (state and logs) goes too unless `keep_logs` or on Apache Kafka."""
         for component in (self.worker, self.processor):
             component.stop()
         if self.broker is not None:
             self.broker.stop()
-        if not keep_logs:
+        if not keep_logs and not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "DevStack":

@@ -285,3 +285,20 @@ class ApacheKafkaCluster:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+DEV_FOLDER = Path(".agentstream") / "apache-kafka"  # `broker --apache` and `dev --broker apache` share it
+
+
+def dev_cluster(folder: Path = DEV_FOLDER, port: int | None = None) -> ApacheKafkaCluster:
+    """The development broker: one node keeping its data in `folder`, so a restart finds its topics.
+
+    Its ports are kept in the folder too (the data names its controller); `port` moves
+    the client listener only, the controller keeps the port it was formatted with.
+    """
+    ports = None
+    if port is not None:
+        stored = folder / "ports"
+        kept = stored.read_text().split() if stored.is_file() else []
+        ports = [port, int(kept[1]) if len(kept) == 2 else free_port()]
+    return ApacheKafkaCluster(folder, ports=ports)

@@ -1,4 +1,4 @@
-"""`agentstream dev`, `demo` and `broker`: everything on one machine, on the embedded broker."""
+"""`agentstream dev`, `demo` and `broker`: everything on one machine, on the embedded broker or Apache Kafka."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..broker.apache import DEV_FOLDER, ApacheKafkaCluster, dev_cluster, kafka_version
 from ..broker.embedded import EmbeddedBroker
 from ..devstack import DevStack
 from . import app_dir_option, app_option, cli, run_async
@@ -49,6 +50,8 @@ def _serve_until_interrupted(stack: DevStack) -> None:
 
 def _print_addresses(stack: DevStack) -> None:
     broker = "embedded broker" if stack.broker else "external broker"
+    if isinstance(stack.broker, ApacheKafkaCluster):
+        broker = f"Apache Kafka, data in {stack.broker.folder}"
     lines = [
         ("Kafka bootstrap", f"{stack.bootstrap}  ({broker})"),
         ("HTTP API", stack.processor.url),
@@ -84,13 +87,26 @@ def _start(stack: DevStack) -> None:
 @click.option("--http-port", type=int, default=None, help="Processor HTTP port (default: a free one).")
 @click.option("--worker-http-port", type=int, default=None, help="Worker HTTP port (default: a free one).")
 @click.option("--partitions", type=int, default=4, show_default=True)
+@click.option("--broker", "broker_kind", type=click.Choice(["embedded", "apache"]), default="embedded",
+              show_default=True, help="embedded: in memory, gone when dev stops. apache: Apache Kafka (needs java 17 "
+              "and mvn), keeping topics and the processor's state in --data-dir across restarts.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --broker apache: where the broker's data, the processor's state and the logs stay "
+              "[default: .agentstream].")
 def dev(app: str | None, app_dir: str | None, broker_port: int | None, http_port: int | None,
-        worker_http_port: int | None, partitions: int) -> None:
+        worker_http_port: int | None, partitions: int, broker_kind: str, data_dir: Path | None) -> None:
     """Run broker, topics, processor, worker and HTTP API in one command; Ctrl-C stops all."""
+    if data_dir is not None and broker_kind != "apache":
+        raise click.UsageError("--data-dir keeps data of --broker apache; the embedded broker keeps nothing")
+    external = _external_bootstrap()
+    if external and broker_kind == "apache":
+        raise click.UsageError(f"--broker apache starts its own broker, but AGENTSTREAM_KAFKA_BOOTSTRAP={external} "
+                               "is set: unset it, or drop --broker")
     load_app(app, app_dir)  # fail fast on a bad --app, before starting anything
     stack = DevStack(app or "", app_dir=Path(app_dir) if app_dir else None, broker_port=broker_port,
                      http_port=http_port, worker_http_port=worker_http_port, partitions=partitions,
-                     external_bootstrap=_external_bootstrap())
+                     external_bootstrap=external, broker="apache" if broker_kind == "apache" else "embedded",
+                     data_dir=data_dir)
     _start(stack)
     try:
         click.echo("agentstream dev is running" + (f" with --app {app}" if app else " (no --app: no agent types)"))
@@ -155,9 +171,19 @@ def demo(keep_serving: bool, llm: bool) -> None:
 
 
 @cli.command()
-@click.option("--port", type=int, default=None, help="Port to listen on (default: a free one).")
-def broker(port: int | None) -> None:
-    """Run only the embedded broker (in memory: stopping it loses every topic)."""
+@click.option("--port", type=int, default=None, help="Port to listen on (default: a free one; with --apache the "
+              "one it had last time).")
+@click.option("--apache", is_flag=True, help="Run Apache Kafka (needs java 17 and mvn; its jars come from Maven "
+              "Central once), keeping topics in --data-dir across restarts.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"With --apache: the broker's folder [default: {DEV_FOLDER}].")
+def broker(port: int | None, apache: bool, data_dir: Path | None) -> None:
+    """Run only a broker: the embedded one (in memory: stopping it loses every topic) or Apache Kafka."""
+    if data_dir is not None and not apache:
+        raise click.UsageError("--data-dir is the folder of --apache; the embedded broker keeps nothing")
+    if apache:
+        _serve_apache(dev_cluster(data_dir or DEV_FOLDER, port))
+        return
     embedded = EmbeddedBroker(port=port)
     try:
         embedded.start()
@@ -174,3 +200,26 @@ def broker(port: int | None) -> None:
         pass
     finally:
         embedded.stop()
+
+
+def _serve_apache(cluster: ApacheKafkaCluster) -> None:
+    """Start the single-node cluster, wait for Ctrl-C or SIGTERM, stop it cleanly (data kept)."""
+    _progress(f"starting Apache Kafka {kafka_version()} in {cluster.folder} (the first run fetches its jars "
+              "through Maven) ...")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        try:
+            cluster.start()
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"Apache Kafka listening on {cluster.bootstrap} (data in {cluster.folder}, kept across restarts)")
+        click.echo(f"  export AGENTSTREAM_KAFKA_BOOTSTRAP={cluster.bootstrap}")
+        while all(node.pid is not None for node in cluster.nodes):
+            time.sleep(0.5)
+        raise click.ClickException(f"Apache Kafka exited unexpectedly; see {cluster.nodes[0].folder / 'server.log'}")
+    except KeyboardInterrupt:
+        _progress("stopping Apache Kafka ...")
+    finally:
+        cluster.stop()
