@@ -16,13 +16,15 @@ from urllib.parse import quote
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic_core import to_jsonable_python
 from yarl import URL
 
 from agentstream.streams.broker.profile import detect_profile
-from agentstream.streams.kafka import partitions_now
+from agentstream.streams.kafka import connection_failed, partitions_now
 from agentstream.streams.kafka import producer as kafka_producer
+from agentstream.streams.security import bearer_headers, kafka_options
 from agentstream.streams.settings import Settings
 from agentstream.streams.stream_in import read_agent_stream
 from agentstream.topics import (
@@ -65,6 +67,9 @@ class AgentClient:
     `ApiUnavailableError`, naming the URL and `AGENTSTREAM_API_URL`. agentstream's
     `TimeoutError` means only that an agent did not end within `get_agent_result`'s
     `timeout`.
+
+    Kafka TLS/SASL settings (`AGENTSTREAM_KAFKA_SECURITY_PROTOCOL`, ...) apply to every
+    connection it opens; with `AGENTSTREAM_API_TOKEN` its HTTP requests carry the token.
     """
 
     def __init__(
@@ -88,6 +93,13 @@ class AgentClient:
         # would leak, and closing them under the winner fails later sends with ProducerClosed.
         self._producer_lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
+        self._security: dict[str, Any] | None = None
+
+    def _kafka_options(self) -> dict[str, Any]:
+        """TLS/SASL options of every Kafka client this client opens (built once: it reads the key files)."""
+        if self._security is None:
+            self._security = kafka_options(self.settings)
+        return self._security
 
     async def __aenter__(self) -> "AgentClient":
         return self
@@ -110,8 +122,9 @@ class AgentClient:
         """The client's one producer, started by whichever caller gets here first."""
         async with self._producer_lock:
             if self._producer is None:
-                profile = await detect_profile(self.settings.kafka_bootstrap, self.settings.embedded_broker)
-                producer_cm = kafka_producer(self.settings.kafka_bootstrap, profile)
+                security = self._kafka_options()
+                profile = await detect_profile(self.settings.kafka_bootstrap, self.settings.embedded_broker, security)
+                producer_cm = kafka_producer(self.settings.kafka_bootstrap, profile, security)
                 self._producer = await producer_cm.__aenter__()
                 self._producer_cm = producer_cm
             return self._producer
@@ -206,10 +219,15 @@ class AgentClient:
         starts at the end of the topic. The iterator runs until you stop iterating.
         """
         topic = self.names.agent_updates
+        security = self._kafka_options()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None, **security
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except (KafkaError, OSError) as exc:
+            await consumer.stop()
+            raise await connection_failed(self.settings.kafka_bootstrap, security, exc) from exc
         try:
             partitions = await partitions_now(consumer, topic)
             if not partitions:
@@ -244,10 +262,11 @@ class AgentClient:
         Raises `InvalidCursorError` for a cursor it did not hand out.
         """
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        profile = await detect_profile(self.settings.kafka_bootstrap, self.settings.embedded_broker)
+        security = self._kafka_options()
+        profile = await detect_profile(self.settings.kafka_bootstrap, self.settings.embedded_broker, security)
         items = read_agent_stream(
             self.settings.kafka_bootstrap, self.names.agent_stream, agent_id, after,
-            follow=follow, idle_timeout=seconds, profile=profile,
+            follow=follow, idle_timeout=seconds, profile=profile, security=security,
         )
         async with contextlib.aclosing(items):  # stopping this iterator stops the reader's consumer at once
             async for item in items:
@@ -274,7 +293,9 @@ class AgentClient:
         if not agent_id:
             raise AgentNotFoundError("no agent has an empty ID")
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.api_timeout))
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.api_timeout), headers=bearer_headers(self.settings)
+            )
         url = self._agent_url(agent_id)
         try:
             async with self._http.get(url) as response:
@@ -293,6 +314,11 @@ class AgentClient:
             raise ApiUnavailableError(
                 f"{url} answered HTTP 404 but not as an agentstream processor; check AGENTSTREAM_API_URL "
                 f"(now {self.settings.api_url})"
+            )
+        if status == 401:
+            raise ApiUnavailableError(
+                f"{url} answered HTTP 401: the processor requires an API token; set AGENTSTREAM_API_TOKEN to "
+                "the processor's token" + (" (the one set is refused)" if self.settings.api_token else "")
             )
         if status != 200:
             raise ApiUnavailableError(f"{url} answered HTTP {status}: {text[:300]}")

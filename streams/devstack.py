@@ -180,6 +180,7 @@ class DevStack:
         from agentstream.topics import TopicNames
 
         from .kafka import ensure_topics
+        from .security import kafka_options
         from .settings import Settings
 
         if isinstance(self.broker, ApacheKafkaCluster):
@@ -192,7 +193,8 @@ class DevStack:
         names = TopicNames(settings.topic_prefix)
         progress("creating topics ...")
         asyncio.run(
-            ensure_topics(self.bootstrap, names.specs(self.partitions, settings.replication_factor, (settings.task_queue,)))
+            ensure_topics(self.bootstrap, names.specs(self.partitions, settings.replication_factor, (settings.task_queue,)),
+                          kafka_options(settings))
         )
         progress("starting processor and worker ...")
         self.processor.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,6 +14,7 @@ from agentstream.topics import TopicNames, TopicSpec
 
 from .broker.profile import BrokerProfile
 from .exceptions import BrokerUnavailableError, TopicsNotCopartitionedError
+from .security import KafkaSecurity, explain_failure
 
 TOPIC_ALREADY_EXISTS = 36
 
@@ -24,14 +26,21 @@ def unreachable(bootstrap: str, exc: BaseException) -> BrokerUnavailableError:
     )
 
 
+async def connection_failed(bootstrap: str, security: KafkaSecurity | None, exc: BaseException) -> BrokerUnavailableError:
+    """The error for a client that could not start: why, naming the setting, when security is the cause."""
+    reason = await explain_failure(bootstrap, security or {})
+    return BrokerUnavailableError(reason) if reason is not None else unreachable(bootstrap, exc)
+
+
 @contextlib.asynccontextmanager
-async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+async def admin_client(bootstrap: str, security: KafkaSecurity | None = None) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client; `security`: `security.kafka_options(settings)`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {}))
     try:
         await admin.start()
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await admin.close()
-        raise unreachable(bootstrap, exc) from exc
+        raise await connection_failed(bootstrap, security, exc) from exc
     try:
         yield admin
     finally:
@@ -39,22 +48,25 @@ async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
 
 
 @contextlib.asynccontextmanager
-async def producer(bootstrap: str, profile: BrokerProfile) -> AsyncIterator[AIOKafkaProducer]:
+async def producer(
+    bootstrap: str, profile: BrokerProfile, security: KafkaSecurity | None = None
+) -> AsyncIterator[AIOKafkaProducer]:
     """A started producer with the profile's settings; stopped (and flushed) on exit."""
-    kafka_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **profile.producer_options())
+    options: dict[str, Any] = {**profile.producer_options(), **(security or {})}
+    kafka_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
     try:
         await kafka_producer.start()
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await kafka_producer.stop()
-        raise unreachable(bootstrap, exc) from exc
+        raise await connection_failed(bootstrap, security, exc) from exc
     try:
         yield kafka_producer
     finally:
         await kafka_producer.stop()
 
 
-async def describe_cluster_id(bootstrap: str) -> str:
-    async with admin_client(bootstrap) as admin:
+async def describe_cluster_id(bootstrap: str, security: KafkaSecurity | None = None) -> str:
+    async with admin_client(bootstrap, security) as admin:
         cluster = await admin.describe_cluster()
     return str(cluster.get("cluster_id") or "")
 
@@ -70,10 +82,12 @@ async def partitions_now(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
     return sorted(cluster.partitions_for_topic(topic) or [])
 
 
-async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+async def partition_counts(
+    bootstrap: str, topics: Iterable[str], security: KafkaSecurity | None = None
+) -> dict[str, int]:
     """Partition count of each existing topic among `topics` (missing ones are left out)."""
     wanted = list(topics)
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(bootstrap, security) as admin:
         existing = set(await admin.list_topics())
         present = [t for t in wanted if t in existing]
         if not present:
@@ -82,10 +96,12 @@ async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, i
     return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], security: KafkaSecurity | None = None
+) -> list[str]:
     """Create the topics that do not exist yet; returns the names created. Idempotent."""
     specs = list(specs)
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(bootstrap, security) as admin:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if not missing:
@@ -107,9 +123,9 @@ def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
     return [(e[0], e[1], e[2] if len(e) > 2 else None) for e in errors]
 
 
-async def check_copartitioned(bootstrap: str, names: TopicNames) -> int:
+async def check_copartitioned(bootstrap: str, names: TopicNames, security: KafkaSecurity | None = None) -> int:
     """Return the shared partition count of agent-events and step-results, or explain why not."""
-    counts = await partition_counts(bootstrap, [names.agent_events, names.step_results])
+    counts = await partition_counts(bootstrap, [names.agent_events, names.step_results], security)
     missing = [t for t in (names.agent_events, names.step_results) if t not in counts]
     if missing:
         raise TopicsNotCopartitionedError(

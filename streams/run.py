@@ -14,6 +14,7 @@ from agentstream.topics import TopicNames
 from .broker.profile import BrokerProfile, detect_profile
 from .kafka import check_copartitioned
 from .logs import configure_logging
+from .security import kafka_options, secret_values
 from .processor import create_processor
 from .processor.statedir import prepare_state_dir
 from .settings import Settings
@@ -24,15 +25,16 @@ log = logging.getLogger("agentstream")
 
 
 async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
-    profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker)
-    partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix))
+    security = kafka_options(settings)
+    profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker, security)
+    partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix), security)
     await prepare_state_dir(settings)  # before Faust opens the tables: state of another run is set aside
     return profile, partitions
 
 
 def run_processor(settings: Settings, http_host: str, http_port: int, advertise_host: str | None = None) -> None:
     """Check the topics, then run the Faust app until SIGTERM/SIGINT. Blocks."""
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secret_values(settings))
     profile, partitions = asyncio.run(_prepare_processor(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed the previous one
     processor = create_processor(
@@ -55,14 +57,14 @@ def run_processor(settings: Settings, http_host: str, http_port: int, advertise_
 
 def run_worker(settings: Settings, task_queue: str | None, http_host: str, http_port: int) -> None:
     """Run a step worker and its HTTP server until SIGTERM/SIGINT. Blocks."""
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secret_values(settings))
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker)
+        profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker, kafka_options(settings))
         registry = CollectorRegistry()
         worker = StepWorker(settings, profile, WorkerMetrics.create(registry), task_queue=task_queue)
         runner = await serve_http(registry, worker.started.is_set, http_host, http_port)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,10 +21,28 @@ class Settings(BaseSettings):
     Every field can be set as `AGENTSTREAM_<FIELD>` (e.g. `AGENTSTREAM_KAFKA_BOOTSTRAP`).
     """
 
-    model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", extra="ignore")
+    # hide_input_in_errors: a validator of the whole object would print every input, secrets too.
+    model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap: str = Field(
         default=DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every client talks to Kafka: TLS (SSL), SASL, both, or neither."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the brokers' certificates (default: the system's)."
+    )
+    kafka_ssl_certfile: Path | None = Field(default=None, description="PEM client certificate, for brokers that ask for one.")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM private key of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted key file.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(default="PLAIN")
+    kafka_sasl_username: str | None = Field(default=None)
+    kafka_sasl_password: SecretStr | None = Field(default=None)
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token a processor's HTTP API demands on every endpoint but /health, /ready and /metrics; "
+        "clients send it. Unset: the API is open.",
     )
     embedded_broker: bool | None = Field(
         default=None,

@@ -31,7 +31,8 @@ from agentstream.topics import (
 )
 
 from .broker.profile import BrokerProfile
-from .kafka import partitions_now, unreachable
+from .kafka import connection_failed, partitions_now
+from .security import KafkaSecurity
 
 log = logging.getLogger("agentstream.stream")
 
@@ -47,13 +48,15 @@ class StreamReader:
     """Reads one agent's events from `agent-stream`, after a cursor. `start` before use, `stop` after."""
 
     def __init__(
-        self, bootstrap: str, topic: str, agent_id: str, after: str | None, *, profile: BrokerProfile | None = None
+        self, bootstrap: str, topic: str, agent_id: str, after: str | None, *, profile: BrokerProfile | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._start_after = None if after is None else parse_stream_cursor(after)  # bad cursors fail at once
         self._bootstrap = bootstrap
+        self._security = security
         self._topic = topic
         self._key = agent_id.encode()
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {**(security or {})}
         if profile is not None and profile.fetch_max_wait_ms is not None:
             options["fetch_max_wait_ms"] = profile.fetch_max_wait_ms
         self._consumer = AIOKafkaConsumer(
@@ -78,7 +81,7 @@ class StreamReader:
             partitions = await partitions_now(consumer, self._topic)
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             await consumer.stop()
-            raise unreachable(self._bootstrap, exc) from exc
+            raise await connection_failed(self._bootstrap, self._security, exc) from exc
         try:
             if not partitions:
                 raise ConfigurationError(f"topic {self._topic} does not exist; create it with `agentstream topics create`")
@@ -136,6 +139,7 @@ async def read_agent_stream(
     follow: bool = True,
     idle_timeout: float | None = None,
     profile: BrokerProfile | None = None,
+    security: KafkaSecurity | None = None,
 ) -> AsyncGenerator[StreamItem, None]:
     """The agent's events after `after` (from the oldest kept when None).
 
@@ -143,7 +147,7 @@ async def read_agent_stream(
     or until `idle_timeout` seconds pass without a new event; without it, it ends once
     it has read what the partition held when it started.
     """
-    reader = StreamReader(bootstrap, topic, agent_id, after, profile=profile)
+    reader = StreamReader(bootstrap, topic, agent_id, after, profile=profile, security=security)
     await reader.start()
     try:
         last_event = time.monotonic()

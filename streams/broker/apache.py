@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -113,6 +113,11 @@ class ApacheKafkaNode:
     cluster_id: str
     voters: str
     config: Mapping[str, str] = field(default_factory=dict)
+    # More client listeners beside PLAINTEXT (which stays the inter-broker listener):
+    # name -> (security protocol, port), e.g. {"SASL_SSL": ("SASL_SSL", 9093)}; their
+    # ssl.* / sasl.* properties come through `config`.
+    extra_listeners: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    format_args: Sequence[str] = ()  # more `StorageTool format` arguments, e.g. ("--add-scram", "...")
     _process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -120,21 +125,28 @@ class ApacheKafkaNode:
     def bootstrap(self) -> str:
         return self.spec.bootstrap
 
+    def listener(self, name: str) -> str:
+        """The `host:port` of one of `extra_listeners`."""
+        return f"{self.spec.host}:{self.extra_listeners[name][1]}"
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None and self._process.poll() is None else None
 
     def properties(self) -> dict[str, str]:
         spec = self.spec
+        extra = {name: f"{name}://{spec.host}:{port}" for name, (_, port) in self.extra_listeners.items()}
+        protocols = "".join(f",{name}:{protocol}" for name, (protocol, _) in self.extra_listeners.items())
         return {
             "process.roles": "broker,controller",
             "node.id": str(spec.node_id),
             "controller.quorum.voters": self.voters,
-            "listeners": f"PLAINTEXT://{spec.host}:{spec.port},CONTROLLER://{spec.host}:{spec.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{spec.host}:{spec.port}",
+            "listeners": ",".join([f"PLAINTEXT://{spec.host}:{spec.port}",
+                                   f"CONTROLLER://{spec.host}:{spec.controller_port}", *extra.values()]),
+            "advertised.listeners": ",".join([f"PLAINTEXT://{spec.host}:{spec.port}", *extra.values()]),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}",
             "log.dirs": str(self.folder / "data"),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -156,10 +168,11 @@ class ApacheKafkaNode:
         config = self.folder / "server.properties"
         config.write_text("".join(f"{key}={value}\n" for key, value in self.properties().items()))
         (self.folder / "log4j2.properties").write_text(LOG4J2)
-        if not (self.folder / "data" / "meta.properties").is_file():  # format once: a restart keeps the data
+        # format once: a restart keeps the data. `--cluster-id=`: an ID may start with "-"
+        if not (self.folder / "data" / "meta.properties").is_file():
             result = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(config),
-                           "--ignore-formatted"),
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(config),
+                           "--ignore-formatted", *self.format_args),
                 capture_output=True, text=True, check=False,
             )
             if result.returncode != 0:
@@ -234,7 +247,10 @@ class ApacheKafkaCluster:
     """
 
     def __init__(self, folder: Path, nodes: int = 1, *, ports: list[int] | None = None,
-                 config: Mapping[str, str] | None = None) -> None:
+                 config: Mapping[str, str] | None = None, extra_listeners: Mapping[str, str] | None = None,
+                 format_args: Sequence[str] = ()) -> None:
+        """`extra_listeners` (name -> security protocol) gives each node one more client listener
+        on a free port (see `listener`); `format_args` go to `StorageTool format` (e.g. SCRAM users)."""
         self.folder = folder
         cluster_file = folder / "cluster-id"
         folder.mkdir(parents=True, exist_ok=True)
@@ -257,12 +273,18 @@ class ApacheKafkaCluster:
             "default.replication.factor": replicas,
             "min.insync.replicas": str(min(nodes, 2)),
         }
-        self.nodes = [ApacheKafkaNode(s, folder / f"node-{s.node_id}", cluster_id, voters, {**defaults, **(config or {})})
+        self.nodes = [ApacheKafkaNode(s, folder / f"node-{s.node_id}", cluster_id, voters, {**defaults, **(config or {})},
+                                      {name: (protocol, free_port()) for name, protocol in (extra_listeners or {}).items()},
+                                      tuple(format_args))
                       for s in specs]
 
     @property
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
+
+    def listener(self, name: str) -> str:
+        """The bootstrap of one of `extra_listeners` (every node's)."""
+        return ",".join(node.listener(name) for node in self.nodes)
 
     def start(self, timeout: float = 180.0) -> ApacheKafkaCluster:
         for node in self.nodes:

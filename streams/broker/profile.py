@@ -27,6 +27,7 @@ app's producer.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,13 +128,18 @@ class BrokerProfile:
         return options
 
 
-async def detect_profile(bootstrap: str, forced: bool | None = None) -> BrokerProfile:
-    """Pick the profile for `bootstrap`: `forced` if given, else by the broker's cluster ID."""
+async def detect_profile(
+    bootstrap: str, forced: bool | None = None, security: Mapping[str, Any] | None = None
+) -> BrokerProfile:
+    """Pick the profile for `bootstrap`: `forced` if given, else by the broker's cluster ID.
+
+    `security`: the clients' TLS/SASL options (`security.kafka_options(settings)`).
+    """
     if forced is not None:
         return BrokerProfile.embedded_broker() if forced else BrokerProfile.real_kafka()
     from agentstream.streams.kafka import describe_cluster_id
 
-    cluster_id = await describe_cluster_id(bootstrap)
+    cluster_id = await describe_cluster_id(bootstrap, security)
     if cluster_id.startswith(EMBEDDED_CLUSTER_PREFIX):
         return BrokerProfile.embedded_broker()
     return BrokerProfile.real_kafka()

@@ -12,6 +12,7 @@ import click
 
 from agentstream.topics import AgentstreamError, TopicNames
 
+from ..security import kafka_options
 from ..settings import Settings
 from ._loading import load_app
 
@@ -110,8 +111,9 @@ def topics_create(partitions: int | None, task_queues: tuple[str, ...]) -> None:
     specs = conf.topic_specs(partitions, task_queues or None)  # replication and min.insync.replicas from settings
 
     async def create() -> tuple[list[str], int]:
-        created = await ensure_topics(conf.kafka_bootstrap, specs)
-        return created, await check_copartitioned(conf.kafka_bootstrap, names)
+        security = kafka_options(conf)
+        created = await ensure_topics(conf.kafka_bootstrap, specs, security)
+        return created, await check_copartitioned(conf.kafka_bootstrap, names, security)
 
     created, count = run_async(create())
     for spec in specs:
@@ -131,10 +133,11 @@ def topics_list() -> None:
     async def fetch() -> dict[str, int]:
         from ..kafka import admin_client
 
-        async with admin_client(conf.kafka_bootstrap) as admin:
+        security = kafka_options(conf)
+        async with admin_client(conf.kafka_bootstrap, security) as admin:
             all_topics = await admin.list_topics()
         ours = sorted({*wanted, *(t for t in all_topics if t.startswith(conf.topic_prefix))})
-        return await partition_counts(conf.kafka_bootstrap, ours)
+        return await partition_counts(conf.kafka_bootstrap, ours, security)
 
     counts = run_async(fetch())
     for name in sorted(set(wanted) | set(counts)):

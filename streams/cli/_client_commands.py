@@ -12,17 +12,21 @@ import click
 from agentstream.agents import AgentClient
 from agentstream.agents._registry import agent_definitions
 
+from ..security import bearer_headers
 from . import app_dir_option, app_option, cli, parse_json, run_async, settings
 from ._loading import load_app
 
 
-def known_agent_types(api_url: str, app: str | None, app_dir: str | None) -> dict[str, list[str]] | None:
+def known_agent_types(
+    api_url: str, app: str | None, app_dir: str | None, headers: dict[str, str] | None = None
+) -> dict[str, list[str]] | None:
     """Agent types and their events, from --app if given, else from the processor's API; None if unknown."""
     if app:
         load_app(app, app_dir)
         return {name: sorted(d.events) for name, d in agent_definitions().items()}
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/agent-types", headers=headers or {})
     try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/agent-types", timeout=3) as response:
+        with urllib.request.urlopen(request, timeout=3) as response:
             return {name: info["events"] for name, info in json.loads(response.read()).items()}
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return None  # the processor will dead-letter what it does not know
@@ -50,7 +54,7 @@ def schedule(agent_type: str, agent_id: str | None, input_json: str | None, idem
     """Schedule an agent of AGENT_TYPE; prints its agent ID and run ID."""
     conf = settings()
     payload = parse_json(input_json, "--input")
-    check_agent_type(agent_type, known_agent_types(conf.api_url, app, app_dir))
+    check_agent_type(agent_type, known_agent_types(conf.api_url, app, app_dir, bearer_headers(conf)))
     agent_id = agent_id or f"{agent_type}-{__import__('uuid').uuid4().hex[:12]}"
 
     async def send() -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 from functools import partial
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -24,7 +24,9 @@ from agentstream.topics import AgentStatus, TimerFired, TopicNames
 from ..broker.profile import BrokerProfile
 from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
+from ..security import faust_credentials, kafka_options, secret_values
 from ..settings import Settings
+from .auth import protect
 from .handler import InputHandler
 from .positions import InputPositions, read_range
 from . import recovery_fix
@@ -52,6 +54,8 @@ class Processor:
     metrics: ProcessorMetrics
     registry: CollectorRegistry
     names: TopicNames
+    security: dict[str, Any] = field(default_factory=dict)  # aiokafka TLS/SASL options of its own readers
+    api_token: str | None = None  # what its HTTP API demands, and sends when it forwards a request
 
     def is_ready(self) -> bool:
         """True when the consumer has its assignment and tables finished restoring."""
@@ -128,9 +132,11 @@ def create_processor(
         web_host=advertise_host,
         web_port=http_port,
         web_in_thread=False,
-        logging_config=logging_config(settings.log_format, settings.log_level),
+        logging_config=logging_config(settings.log_format, settings.log_level, secret_values(settings)),
+        broker_credentials=faust_credentials(settings),
         **profile.faust_options(),
     )
+    protect(app, settings.api_token.get_secret_value() if settings.api_token else None)
     profile.apply_to_faust_app(app)
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
                       extra_topic_configs=changelog_configs(settings))
@@ -161,7 +167,9 @@ def create_processor(
         identity=identity,
         max_record_bytes=settings.max_record_bytes,
     )
-    processor = Processor(app, table, handler, metrics, registry, names)
+    security = kafka_options(settings)
+    processor = Processor(app, table, handler, metrics, registry, names, security,
+                          settings.api_token.get_secret_value() if settings.api_token else None)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)
     metrics.ready.set_function(lambda: 1.0 if processor.is_ready() else 0.0)
     metrics.pending_timers.set_function(timer_index.pending_timers)
@@ -170,7 +178,7 @@ def create_processor(
 
     inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes)
     positions = InputPositions(scan=lambda: (value for _, value in table.items()))
-    reader_options = {k: v for k, v in profile.consumer_options().items() if k == "fetch_max_wait_ms"}
+    reader_options = {**{k: v for k, v in profile.consumer_options().items() if k == "fetch_max_wait_ms"}, **security}
 
     @app.agent(inputs, name="agentstream.inputs")
     async def apply_inputs(stream: faust.StreamT[bytes]) -> None:

@@ -109,8 +109,10 @@ def register_http_inputs(processor: "Processor") -> None:
             stored = table.get(agent_id.encode())
             return None if stored is None else AgentRecord.from_bytes(stored).public_view()
         url = owner.with_path(f"/agents/{_path_segment(agent_id)}", encoded=True)
+        headers = {"Authorization": f"Bearer {processor.api_token}"} if processor.api_token else None
         try:
-            async with app.http_client.get(url, timeout=aiohttp.ClientTimeout(total=OWNER_TIMEOUT_S)) as response:
+            async with app.http_client.get(url, timeout=aiohttp.ClientTimeout(total=OWNER_TIMEOUT_S),
+                                           headers=headers) as response:
                 status, body = response.status, await response.text()
         except (aiohttp.ClientError, builtins.TimeoutError, OSError) as exc:
             raise Refusal(503, "owner_unavailable", f"the processor that owns the agent ({owner}) did not answer: {exc!r}") from exc

@@ -100,7 +100,7 @@ def register_stream_view(processor: "Processor") -> None:
 
     async def profile() -> BrokerProfile:
         if not profiles:
-            profiles.append(await detect_profile(bootstrap))
+            profiles.append(await detect_profile(bootstrap, security=processor.security))
         return profiles[0]
 
     @app.page("/agents/{agent_id}/stream")
@@ -111,7 +111,8 @@ def register_stream_view(processor: "Processor") -> None:
         if follow is None:
             return _problem(self, 400, "invalid_follow", "follow must be true or false")
         try:
-            reader = StreamReader(bootstrap, names.agent_stream, agent_id, after, profile=await profile())
+            reader = StreamReader(bootstrap, names.agent_stream, agent_id, after, profile=await profile(),
+                                  security=processor.security)
             await reader.start()
         except InvalidCursorError as exc:
             return _problem(self, 400, "invalid_cursor", str(exc))

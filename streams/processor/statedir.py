@@ -48,6 +48,7 @@ from aiokafka.errors import KafkaError
 from agentstream.topics.exceptions import ConfigurationError
 
 from ..kafka import describe_cluster_id, partition_counts, unreachable
+from ..security import kafka_options
 from ..settings import Settings
 from .app import TABLE_NAME
 
@@ -127,7 +128,8 @@ def local_value(db_path: Path, key: bytes) -> bytes | None:
 
 
 async def changelog_records_at(
-    bootstrap: str, topic: str, offsets: Mapping[int, int], timeout_s: float = 10.0
+    bootstrap: str, topic: str, offsets: Mapping[int, int], timeout_s: float = 10.0,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[int, tuple[bytes | None, bytes | None] | None]:
     """(key, value) of the record at exactly each `offsets[partition]`; None where there is none."""
     import asyncio
@@ -136,7 +138,8 @@ async def changelog_records_at(
     found: dict[int, tuple[bytes | None, bytes | None] | None] = {p: None for p in offsets}
     if not offsets:
         return found
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **(security or {}))
     try:
         await consumer.start()
         partitions = {p: TopicPartition(topic, p) for p in offsets}
@@ -219,12 +222,15 @@ def offsets_mismatch(topic: str, persisted: Mapping[int, int | None], end_offset
     return None
 
 
-async def changelog_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def changelog_end_offsets(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> dict[int, int]:
     """End offset of every partition of `topic`; empty when the topic does not exist."""
-    counts = await partition_counts(bootstrap, [topic])
+    counts = await partition_counts(bootstrap, [topic], security)
     if topic not in counts:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **(security or {}))
     try:
         await consumer.start()
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(counts[topic])])
@@ -280,13 +286,14 @@ async def prepare_state_dir(settings: Settings) -> StateDirCheck:
     """
     data_dir = settings.data_dir
     ensure_writable(data_dir)
+    security = kafka_options(settings)
     identity = StateIdentity(
         app_id=settings.app_id,
-        cluster_id=await describe_cluster_id(settings.kafka_bootstrap),
+        cluster_id=await describe_cluster_id(settings.kafka_bootstrap, security),
         topic_prefix=settings.topic_prefix,
     )
     partitions = local_partitions(data_dir)
-    reason = await _why_stale(settings.kafka_bootstrap, data_dir, identity, partitions)
+    reason = await _why_stale(settings.kafka_bootstrap, data_dir, identity, partitions, security)
     if reason is None:
         check = StateDirCheck("kept" if partitions else "new", len(partitions))
         log.info(KEPT_MESSAGE if partitions else NEW_MESSAGE,
@@ -303,7 +310,8 @@ async def prepare_state_dir(settings: Settings) -> StateDirCheck:
 
 
 async def _why_stale(
-    bootstrap: str, data_dir: Path, identity: StateIdentity, partitions: Mapping[int, Path]
+    bootstrap: str, data_dir: Path, identity: StateIdentity, partitions: Mapping[int, Path],
+    security: Mapping[str, Any] | None = None,
 ) -> str | None:
     has_faust_data = any(p.is_dir() and _FAUST_VERSION_DIR.fullmatch(p.name) for p in data_dir.iterdir())
     if not has_faust_data:
@@ -321,11 +329,11 @@ async def _why_stale(
         except Exception as exc:  # rocksdict raises plain Exception for a corrupt or foreign DB
             return f"the local table {path} cannot be read ({exc})"
     topic = changelog_topic(identity.app_id)
-    mismatch = offsets_mismatch(topic, persisted, await changelog_end_offsets(bootstrap, topic))
+    mismatch = offsets_mismatch(topic, persisted, await changelog_end_offsets(bootstrap, topic, security))
     if mismatch is not None:
         return mismatch
     known = {p: offset for p, offset in persisted.items() if offset is not None}
-    at_offsets = await changelog_records_at(bootstrap, topic, known)
+    at_offsets = await changelog_records_at(bootstrap, topic, known, security=security)
     for partition, offset in sorted(known.items()):
         record = at_offsets[partition]
         if record is None or record[0] is None or local_value(partitions[partition], record[0]) != record[1]:

@@ -47,7 +47,8 @@ from agentstream.topics import (
 )
 
 from ..broker.profile import BrokerProfile
-from ..kafka import unreachable
+from ..kafka import connection_failed
+from ..security import kafka_options
 from ..settings import Settings
 from .completed import CompletedCommands, Published
 from . import llm as _llm  # noqa: F401 - registers the step agentstream.llm.call
@@ -134,6 +135,7 @@ class StepWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka_bootstrap
+        security = kafka_options(self.settings)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=f"{self.settings.app_id}-worker-{self.task_queue}",
@@ -141,16 +143,17 @@ class StepWorker:
             auto_offset_reset="earliest",
             max_poll_records=self._concurrency,
             **self.profile.consumer_options(),
+            **security,
         )
         consumer.subscribe([self.topic], listener=_Rebalance(self))
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **self.profile.producer_options())
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **self.profile.producer_options(), **security)
         try:
             await producer.start()
             await consumer.start()
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             await consumer.stop()
             await producer.stop()
-            raise unreachable(bootstrap, exc) from exc
+            raise await connection_failed(bootstrap, security, exc) from exc
         self._consumer = consumer
         self.started.set()
         log.info("worker started", extra={"topic": self.topic, "functions": sorted(self._functions),
