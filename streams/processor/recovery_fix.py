@@ -38,4 +38,5 @@ def install() -> None:
         await original(self, consumer, tps, offsets, title)
 
     setattr(seek_offsets, _MARK, True)
+    seek_offsets.__wrapped__ = original  # type: ignore[attr-defined]  # what inspect.unwrap finds
     Recovery._seek_offsets = seek_offsets  # type: ignore[method-assign]
