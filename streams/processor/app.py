@@ -29,7 +29,7 @@ from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
 from .positions import InputPositions, read_range
-from . import recovery_fix
+from . import metadata_fix, recovery_fix
 from .publish import FaustPublisher, FaustTableStore
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
@@ -118,6 +118,7 @@ def create_processor(
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
     profile.apply_to_faust()
     recovery_fix.install()
+    metadata_fix.install()  # a changelog Faust just created may be missing from the first metadata
     app = faust.App(
         settings.app_id,
         broker=brokers,
