@@ -40,6 +40,7 @@ app = faust.App(
     web_in_thread=False,
     **PROFILE.faust_options(),
 )
+PROFILE.apply_to_faust_app(app)  # an idempotent producer on a real broker, as the processor's
 counts = app.Table("counts", key_type=bytes, value_type=bytes, partitions=PARTITIONS)
 applied = 0
 

@@ -1,14 +1,18 @@
-"""One-command benchmark of agentstream: `python bench/run.py [--quick] [--only NAME]`.
+"""One-command benchmark of agentstream: `python bench/run.py [--quick] [--only NAME] [--brokers LIST]`.
 
-Starts its own embedded broker (or uses AGENTSTREAM_KAFKA_BOOTSTRAP), runs each
-measurement on private topics with freshly spawned processors and workers, and prints
-one table. Every spawned process is killed on exit, Ctrl-C included.
+Starts its own broker (or uses AGENTSTREAM_KAFKA_BOOTSTRAP), runs each measurement on
+private topics with freshly spawned processors and workers, and prints one table.
+`--brokers embedded,apache` runs everything on the embedded broker, then on a
+single-node Apache Kafka (needs java and mvn), one broker at a time, and prints both
+tables and a side-by-side comparison. Every spawned process is killed on exit, Ctrl-C
+included.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -16,12 +20,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
 from agentstream.streams.broker import EmbeddedBroker, detect_profile
+from agentstream.streams.broker.apache import ApacheKafkaCluster
+from agentstream.streams.broker.embedded import BrokerStartError
 
 from durable import invocation_latency, steps_per_second
 from harness import Bench, Row
@@ -40,9 +46,8 @@ MEASUREMENTS: dict[str, tuple[Measurement, str]] = {
 }
 
 
-def render(rows: list[Row]) -> str:
+def render(rows: list[Row], header: Row = Row("measurement", "value", "unit", "notes")) -> str:
     """Plain-text table with aligned columns; numbers right-aligned."""
-    header = Row("measurement", "value", "unit", "notes")
     table = [header, *rows]
     widths = [max(len(getattr(r, f)) for r in table) for f in ("measurement", "value", "unit")]
 
@@ -100,28 +105,86 @@ async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path) ->
     return rows
 
 
+BROKERS = {"embedded": "embedded broker", "apache": "Apache Kafka (1 node)"}
+
+
+@contextlib.contextmanager
+def started_broker(kind: str, workdir: Path) -> Iterator[str]:
+    """The bootstrap of a broker of `kind` started for this run; stopped (its data dropped) on exit."""
+    if kind == "apache":
+        with ApacheKafkaCluster(workdir / "apache-kafka") as cluster:
+            yield cluster.bootstrap
+    else:
+        with EmbeddedBroker() as broker:
+            yield broker.bootstrap
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def compare(tables: dict[str, list[Row]]) -> str:
+    """One line per measurement with each broker's value side by side, and the ratio of the last to the first."""
+    kinds = list(tables)
+    first, last = kinds[0], kinds[-1]
+    by_kind = {kind: {r.measurement: r for r in rows} for kind, rows in tables.items()}
+    rows: list[Row] = []
+    for measurement, row in by_kind[first].items():
+        values = [by_kind[kind].get(measurement) for kind in kinds]
+        a, b = _number(row.value), _number(values[-1].value if values[-1] else "")
+        ratio = f"{b / a:.2f}x" if a and b is not None else "-"
+        cells = " | ".join(f"{kind}: {v.value if v else '-'}" for kind, v in zip(kinds, values))
+        rows.append(Row(measurement, ratio, row.unit, cells))
+    header = Row("measurement", f"{last}/{first}", "unit", "values")
+    return render(rows, header)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller loads (about a minute)")
     parser.add_argument("--only", choices=list(MEASUREMENTS), help="run one measurement")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder (component logs, state)")
+    parser.add_argument("--brokers", default="embedded",
+                        help="comma-separated brokers to run on, one after the other: " + ", ".join(BROKERS)
+                        + " (default: embedded; ignored when AGENTSTREAM_KAFKA_BOOTSTRAP is set)")
     args = parser.parse_args()
+    kinds = [kind.strip() for kind in args.brokers.split(",") if kind.strip()]
+    if not kinds or any(kind not in BROKERS for kind in kinds):
+        parser.error(f"--brokers {args.brokers!r}: choose from {', '.join(BROKERS)}")
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     workdir = Path(tempfile.mkdtemp(prefix="agentstream-bench-"))
     external = os.environ.get("AGENTSTREAM_KAFKA_BOOTSTRAP")
-    started = time.monotonic()
-    load_before = os.getloadavg()[0]  # other work on the machine skews every number: say so
-    status = 1
+    status = 0
+    tables: dict[str, list[Row]] = {}
+    headers: list[str] = []
+    unstarted: set[str] = set()
     try:
-        if external:
-            rows = asyncio.run(main_async(args, external, workdir))
-        else:
-            with EmbeddedBroker() as broker:
-                rows = asyncio.run(main_async(args, broker.bootstrap, workdir))
-        status = 0
-    except MeasurementFailed as failed:
-        rows = failed.rows
+        for kind in ["external"] if external else kinds:
+            started = time.monotonic()
+            load_before = os.getloadavg()[0]  # other work on the machine skews every number: say so
+            try:
+                if external:
+                    rows = asyncio.run(main_async(args, external, workdir))
+                else:
+                    print(f"== {BROKERS[kind]} ==", file=sys.stderr, flush=True)
+                    (workdir / kind).mkdir()
+                    with started_broker(kind, workdir / kind) as bootstrap:
+                        rows = asyncio.run(main_async(args, bootstrap, workdir / kind))
+            except MeasurementFailed as failed:
+                rows, status = failed.rows, 1
+            except BrokerStartError as exc:  # e.g. no java: the other broker's table is still worth printing
+                rows, status = [Row(f"{kind} broker: FAILED", "-", "-", str(exc).splitlines()[0][:160])], 1
+                unstarted.add(kind)
+            tables[kind] = rows
+            when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+            broker = "external Kafka" if external else BROKERS[kind]
+            headers.append(f"agentstream benchmark{' (--quick)' if args.quick else ''} — {when}, {machine}, {broker}, "
+                           f"1-min load avg at start {load_before:.1f}, {time.monotonic() - started:.0f}s total")
     except KeyboardInterrupt:
         print("interrupted; spawned processes killed", file=sys.stderr)
         return 130
@@ -130,12 +193,11 @@ def main() -> int:
             print(f"logs and state kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    broker = "external Kafka" if external else "embedded broker"
-    print(f"agentstream benchmark{' (--quick)' if args.quick else ''} — {when}, {machine}, {broker}, "
-          f"1-min load avg at start {load_before:.1f}, {time.monotonic() - started:.0f}s total")
-    print(render(rows))
+    print("\n\n".join(f"{header}\n{render(rows)}" for header, rows in zip(headers, tables.values())))
+    compared = {kind: rows for kind, rows in tables.items() if kind not in unstarted}
+    if len(compared) > 1:
+        print(f"\nside by side ({' vs '.join(BROKERS[k] for k in compared)}):")
+        print(compare(compared))
     return status
 
 
