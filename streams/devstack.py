@@ -177,8 +177,6 @@ class DevStack:
     def start(self, progress: Callable[[str], None] = print) -> "DevStack":
         import asyncio
 
-        from agentstream.topics import TopicNames
-
         from .kafka import ensure_topics
         from .security import kafka_options
         from .settings import Settings
@@ -190,11 +188,9 @@ class DevStack:
             progress("starting embedded broker ...")
             self.broker.start()
         settings = Settings(kafka_bootstrap=self.bootstrap)
-        names = TopicNames(settings.topic_prefix)
         progress("creating topics ...")
         asyncio.run(
-            ensure_topics(self.bootstrap, names.specs(self.partitions, settings.replication_factor, (settings.task_queue,)),
-                          kafka_options(settings))
+            ensure_topics(self.bootstrap, settings.topic_specs(self.partitions), kafka_options(settings))
         )
         progress("starting processor and worker ...")
         self.processor.start()
