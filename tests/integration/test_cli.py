@@ -31,7 +31,8 @@ from support import get_json, wait_for
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-APP_ARGS = ["--app", "recorder", "--app-dir", "tests/apps"]
+APPS = str(REPO / "tests" / "apps")
+APP_ARGS = ["--app", "recorder", "--app-dir", APPS]
 CLI = [sys.executable, "-m", "agentstream.streams.cli"]
 
 
@@ -226,11 +227,15 @@ class DevProcess:
 
 @contextmanager
 def dev_process(tmp_path: Path, *args: str) -> Iterator[DevProcess]:
-    """`agentstream dev` with no AGENTSTREAM_* variables, in its own session; killed (with children) on failure."""
+    """`agentstream dev` with no AGENTSTREAM_* variables, in its own session; killed (with children) on failure.
+
+    It runs in `tmp_path`: dev keeps its state in `./.agentstream`, and another test run
+    (CI runs the suite on two brokers at once) must not share it.
+    """
     stderr_path = tmp_path / f"dev-{uuid.uuid4().hex[:6]}.stderr"
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
-            [*CLI, "dev", *args], cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL,
+            [*CLI, "dev", *args], cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
         )
     dev = DevProcess(process, stderr_path)
@@ -538,7 +543,7 @@ def test_dev_honours_broker_and_http_ports(tmp_path: Path) -> None:
 
 
 def test_dev_with_a_missing_app_fails_cleanly(tmp_path: Path) -> None:
-    with dev_process(tmp_path, "--app", "no_such_app_module", "--app-dir", "tests/apps") as dev:
+    with dev_process(tmp_path, "--app", "no_such_app_module", "--app-dir", APPS) as dev:
         try:
             code = dev.process.wait(90)
         except subprocess.TimeoutExpired:
