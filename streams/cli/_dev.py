@@ -31,6 +31,17 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT both raise KeyboardInterrupt (the clean way out).
+
+    SIGINT is set explicitly: a process started in the background of a script inherits
+    SIGINT as ignored, and `kill -INT` must still stop it (CI runs the suite that way,
+    and its tests stop `dev` with SIGINT).
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+
+
 def _progress(message: str) -> None:
     click.echo(click.style("• ", fg="cyan") + message, err=True)
 
@@ -68,8 +79,10 @@ def _print_addresses(stack: DevStack) -> None:
 
 
 def _start(stack: DevStack) -> None:
-    """Start the stack; SIGTERM and Ctrl-C during start-up stop whatever already runs."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    """Start the stack; SIGTERM and Ctrl-C during start-up stop whatever already runs.
+
+    """
+    _stop_on_signals()
     try:
         stack.start(progress=_progress)
     except KeyboardInterrupt:
@@ -191,7 +204,7 @@ def broker(port: int | None, apache: bool, data_dir: Path | None) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"embedded broker listening on {embedded.bootstrap}")
     click.echo(f"  export AGENTSTREAM_KAFKA_BOOTSTRAP={embedded.bootstrap}")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _stop_on_signals()
     try:
         while embedded._process is not None and embedded._process.poll() is None:
             time.sleep(0.5)
@@ -206,7 +219,7 @@ def _serve_apache(cluster: ApacheKafkaCluster) -> None:
     """Start the single-node cluster, wait for Ctrl-C or SIGTERM, stop it cleanly (data kept)."""
     _progress(f"starting Apache Kafka {kafka_version()} in {cluster.folder} (the first run fetches its jars "
               "through Maven) ...")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _stop_on_signals()
     try:
         try:
             cluster.start()

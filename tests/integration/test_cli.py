@@ -227,15 +227,11 @@ class DevProcess:
 
 @contextmanager
 def dev_process(tmp_path: Path, *args: str) -> Iterator[DevProcess]:
-    """`agentstream dev` with no AGENTSTREAM_* variables, in its own session; killed (with children) on failure.
-
-    It runs in `tmp_path`: dev keeps its state in `./.agentstream`, and another test run
-    (CI runs the suite on two brokers at once) must not share it.
-    """
+    """`agentstream dev` with no AGENTSTREAM_* variables, in its own session; killed (with children) on failure."""
     stderr_path = tmp_path / f"dev-{uuid.uuid4().hex[:6]}.stderr"
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
-            [*CLI, "dev", *args], cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL,
+            [*CLI, "dev", *args], cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
         )
     dev = DevProcess(process, stderr_path)
