@@ -18,7 +18,6 @@ durable and honest:
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 from email.utils import parsedate_to_datetime
