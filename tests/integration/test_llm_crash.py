@@ -37,6 +37,7 @@ from agentstream.agents import AgentClient
 from agentstream.agents.llm import RunResult, StreamedText
 from agentstream.agents.testing import Reply, ScriptedLLM, ToolCall
 from agentstream.streams.devstack import ManagedProcess
+from agentstream.streams.kafka import partitions_now
 from agentstream.streams.settings import Settings
 from agentstream.streams.worker.runner import COMMIT_INTERVAL_S, POLL_S
 from agentstream.topics import StreamItem
@@ -256,7 +257,7 @@ async def largest_records(cluster: Cluster, app_id: str) -> dict[str, int]:
     await consumer.start()
     try:
         topics = sorted(t for t in await consumer.topics() if t.startswith((cluster.prefix, app_id)))
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        partitions = [TopicPartition(t, p) for t in topics for p in await partitions_now(consumer, t)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
