@@ -25,6 +25,8 @@ from agentstream.topics.exceptions import AgentstreamError
 from .broker.apache import ApacheKafkaCluster, dev_cluster
 from .broker.embedded import EmbeddedBroker, free_port
 
+STOP_TIMEOUT_S = 15.0  # how long processor and worker get to shut down cleanly before SIGKILL
+
 
 class ProcessStartError(AgentstreamError):
     """A child component exited or never became ready."""
@@ -100,11 +102,20 @@ class ManagedProcess:
             self.process.wait()
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        self.terminate()
+        self.wait_or_kill(time.monotonic() + timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM: ask it to shut down cleanly (see `wait_or_kill`)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, deadline: float) -> None:
+        """Wait for a terminated process until `deadline` (monotonic), then SIGKILL it."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout)
+            self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.kill()
 
@@ -201,8 +212,14 @@ class DevStack:
 
     def stop(self, *, keep_logs: bool = False) -> None:
         """Stop everything; the work folder (state and logs) goes too unless `keep_logs` or on Apache Kafka."""
-        for component in (self.worker, self.processor):
-            component.stop()
+        # Both at once, under one deadline: stopped one after the other, a slow Faust shutdown
+        # of each (a loaded machine, a broker going away) added up past what a user waits for.
+        components = (self.worker, self.processor)
+        for component in components:
+            component.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for component in components:
+            component.wait_or_kill(deadline)
         if self.broker is not None:
             self.broker.stop()
         if not keep_logs and not self.keep:
