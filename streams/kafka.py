@@ -123,9 +123,16 @@ def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
     return [(e[0], e[1], e[2] if len(e) > 2 else None) for e in errors]
 
 
-async def check_copartitioned(bootstrap: str, names: TopicNames, security: KafkaSecurity | None = None) -> int:
-    """Return the shared partition count of agent-events and step-results, or explain why not."""
-    counts = await partition_counts(bootstrap, [names.agent_events, names.step_results], security)
+async def check_copartitioned(
+    bootstrap: str, names: TopicNames, security: KafkaSecurity | None = None, changelog: str | None = None
+) -> int:
+    """Return the shared partition count of agent-events and step-results, or explain why not.
+
+    With `changelog` (the processors' table changelog, when it exists) the count must also
+    be the one the agents were stored with: see `partitions_changed`.
+    """
+    counts = await partition_counts(
+        bootstrap, [names.agent_events, names.step_results, *([changelog] if changelog else [])], security)
     missing = [t for t in (names.agent_events, names.step_results) if t not in counts]
     if missing:
         raise TopicsNotCopartitionedError(
@@ -139,4 +146,19 @@ async def check_copartitioned(bootstrap: str, names: TopicNames, security: Kafka
             "they must be equal so every input of an agent reaches the processor that owns it. "
             "Recreate the smaller topic with the same count (or add partitions to it) before starting processors."
         )
+    if changelog and changelog in counts and counts[changelog] != events:
+        raise TopicsNotCopartitionedError(partitions_changed(names.agent_events, events, changelog, counts[changelog]))
     return events
+
+
+def partitions_changed(inputs: str, count: int, changelog: str, stored: int) -> str:
+    """Why a processor cannot run once the input topics' partition count changed, and what to do."""
+    return (
+        f"{inputs} now has {count} partitions, but the agents were stored with {stored} (the changelog "
+        f"{changelog} has {stored}): partitions were added to the input topics. An agent lives in the partition "
+        "its ID hashes to, so most agents' inputs now reach a partition that holds no record of them; Kafka can "
+        "neither move the records nor remove partitions. Processors refuse to run rather than treat those "
+        "inputs as meant for unknown agents. Keep the inputs at the changelog's count: put new topics with that "
+        "count in place (another AGENTSTREAM_TOPIC_PREFIX) for new work, or start a new app "
+        "(another AGENTSTREAM_APP_ID) with the larger count and schedule its agents afresh."
+    )

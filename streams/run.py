@@ -16,7 +16,7 @@ from .kafka import check_copartitioned
 from .logs import configure_logging
 from .security import kafka_options, secret_values
 from .processor import create_processor
-from .processor.statedir import prepare_state_dir
+from .processor.statedir import changelog_topic, prepare_state_dir
 from .settings import Settings
 from .worker import StepWorker, WorkerMetrics
 from .worker.http import serve_http
@@ -27,7 +27,8 @@ log = logging.getLogger("agentstream")
 async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
     security = kafka_options(settings)
     profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker, security)
-    partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix), security)
+    partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix), security,
+                                           changelog=changelog_topic(settings.app_id))
     await prepare_state_dir(settings)  # before Faust opens the tables: state of another run is set aside
     return profile, partitions
 

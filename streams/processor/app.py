@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry
 from agentstream.topics import AgentStatus, TimerFired, TopicNames
 
 from ..broker.profile import BrokerProfile
+from ..exceptions import TopicsNotCopartitionedError
+from ..kafka import partitions_changed
 from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
 from ..security import faust_credentials, kafka_options, secret_values
@@ -36,6 +38,7 @@ from .timers import TimerIndex, TimerService
 from .web import register_views
 
 TABLE_NAME = "agents"
+PARTITION_CHECK_S = 10.0  # how often a processor checks that its inputs kept their partition count
 log = logging.getLogger("agentstream.processor")
 
 
@@ -231,6 +234,19 @@ def create_processor(
     @app.task  # type: ignore[untyped-decorator]
     async def fire_timers() -> None:
         await timers.run_forever()
+
+    @app.timer(interval=PARTITION_CHECK_S)  # type: ignore[untyped-decorator]
+    async def watch_partitions() -> None:
+        """Stop the processor once partitions were added to its inputs (see `partitions_changed`)."""
+        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        cluster = await producer.client.fetch_all_metadata()
+        for topic in (names.agent_events, names.step_results):
+            count = len(cluster.partitions_for_topic(topic) or ())
+            if count and count != partitions:
+                message = partitions_changed(topic, count, table.changelog_topic.get_topic_name(), partitions)
+                log.error("input partitions changed: the processor stops", extra={"reason": message})
+                await app.crash(TopicsNotCopartitionedError(message))
+                return
 
     register_views(processor)
     return processor
