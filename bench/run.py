@@ -34,6 +34,7 @@ from harness import Bench, Row
 from longlived import engine_long_lived
 from restart import processor_restart
 from throughput import agentstream_events, faust_events
+from workloads import idle_memory, w1_keyed_events, w2a_latency, w2b_throughput, w3_recovery
 
 Measurement = Callable[[Bench], Awaitable[list[Row]]]
 MEASUREMENTS: dict[str, tuple[Measurement, str]] = {
@@ -43,6 +44,12 @@ MEASUREMENTS: dict[str, tuple[Measurement, str]] = {
     "steps": (steps_per_second, "steps/s with 32 agents looping at once"),
     "longlived": (engine_long_lived, "journal and restart of an old agent, pure engine"),
     "restart": (processor_restart, "SIGKILL + restart of a processor with an old agent"),
+    # The speed issue's workloads, defined as in ../shared/peers (Restate, DBOS): bench/workloads.py
+    "w1": (w1_keyed_events, "W1 keyed events through the client, state polled over HTTP"),
+    "w2a": (w2a_latency, "W2a sequential 3-step invocations, get_agent_result and push"),
+    "w2b": (w2b_throughput, "W2b 3-step invocations, 32 in flight"),
+    "w3": (w3_recovery, "W3 SIGKILL processor + worker mid-step, time to the next event"),
+    "memory": (idle_memory, "one processor holding idle agents: RSS and bytes on disk"),
 }
 
 
@@ -92,12 +99,19 @@ def _terminate(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 
-async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[Row]:
+def load_row() -> Row:
+    """The machine's load when a table's run starts: other work on it skews every number."""
+    one, five, fifteen = os.getloadavg()
+    return Row("machine load at start (1/5/15 min)", f"{one:.2f} / {five:.2f} / {fifteen:.2f}", "load",
+               f"os.getloadavg(); {os.cpu_count()} CPUs (os.cpu_count())")
+
+
+async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path, load: Row) -> list[Row]:
     profile = await detect_profile(bootstrap)
     bench = Bench(bootstrap, profile, workdir, args.quick)
     names = [args.only] if args.only else list(MEASUREMENTS)
     try:
-        rows = await run_all(bench, names, lambda text: print(text, file=sys.stderr, flush=True))
+        rows = [load, *await run_all(bench, names, lambda text: print(text, file=sys.stderr, flush=True))]
     finally:
         bench.kill_all()
     if bench.failed:
@@ -166,14 +180,15 @@ def main() -> int:
         for kind in ["external"] if external else kinds:
             started = time.monotonic()
             load_before = os.getloadavg()[0]  # other work on the machine skews every number: say so
+            load = load_row()
             try:
                 if external:
-                    rows = asyncio.run(main_async(args, external, workdir))
+                    rows = asyncio.run(main_async(args, external, workdir, load))
                 else:
                     print(f"== {BROKERS[kind]} ==", file=sys.stderr, flush=True)
                     (workdir / kind).mkdir()
                     with started_broker(kind, workdir / kind) as bootstrap:
-                        rows = asyncio.run(main_async(args, bootstrap, workdir / kind))
+                        rows = asyncio.run(main_async(args, bootstrap, workdir / kind, load))
             except MeasurementFailed as failed:
                 rows, status = failed.rows, 1
             except BrokerStartError as exc:  # e.g. no java: the other broker's table is still worth printing
