@@ -19,6 +19,26 @@ from support import PARTITIONS, Cluster, get_json, poll  # noqa: F401  (re-expor
 BROKER_SETTING = "AGENTSTREAM_TEST_BROKER"  # embedded (default) or apache
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Which tests a pass runs: the embedded pass runs everything but what starts Apache Kafka itself
+    (marked `apache`); the Apache pass runs what touches the session's broker, and the `apache` tests.
+
+    A test that never touches the session's broker (the engine, the CLI's `dev` with its own
+    embedded broker, error messages) does the same on both passes, so it runs once.
+    """
+    kind = os.environ.get(BROKER_SETTING, "embedded")
+    if kind == "apache":
+        drop = [item for item in items if "broker" not in item.fixturenames and not item.get_closest_marker("apache")]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = [item for item in items if item not in set(drop)]
+        return
+    skip = pytest.mark.skip(reason=f"starts Apache Kafka: runs in the Apache Kafka pass ({BROKER_SETTING}=apache)")
+    for item in items:
+        if item.get_closest_marker("apache"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The session's broker: AGENTSTREAM_KAFKA_BOOTSTRAP if set, else the one AGENTSTREAM_TEST_BROKER names."""

@@ -52,7 +52,7 @@ from broker_faults import (
 )
 from support import poll
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.apache]
 
 SEED = 94  # one workload for every test (its calm run is made once): a failure reproduces
 

@@ -81,6 +81,7 @@ def notes(url: str) -> list[int] | None:
     return body["fields"]["notes"] if status == 200 else None
 
 
+@pytest.mark.apache
 @NEEDS_APACHE
 async def test_an_agent_survives_a_restart_of_dev_on_apache_kafka(tmp_path: Path, runs: list[Dev]) -> None:
     data_dir = tmp_path / "dev-data"

@@ -271,6 +271,7 @@ async def secure_client(
         yield client
 
 
+@pytest.mark.apache
 async def test_the_whole_stack_runs_through_the_sasl_ssl_listener(
     secure_client: AgentClient, secure_broker: SecureBroker, secure_stack: tuple[ManagedProcess, ManagedProcess]
 ) -> None:
@@ -291,6 +292,7 @@ async def test_the_whole_stack_runs_through_the_sasl_ssl_listener(
     assert http(f"{processor_url}/agents/greeter-tls") == 401
 
 
+@pytest.mark.apache
 async def test_a_client_with_a_wrong_password_fails_at_once_naming_the_setting(
     secure_broker: SecureBroker, secure_cluster: Cluster
 ) -> None:
@@ -314,6 +316,7 @@ async def test_a_client_with_a_wrong_password_fails_at_once_naming_the_setting(
     assert time.monotonic() - started < FAIL_FAST_S
 
 
+@pytest.mark.apache
 def test_a_processor_and_a_worker_with_a_wrong_password_exit_at_once_naming_the_setting(
     secure_broker: SecureBroker, secure_cluster: Cluster
 ) -> None:
@@ -329,6 +332,7 @@ def test_a_processor_and_a_worker_with_a_wrong_password_exit_at_once_naming_the_
         assert "check AGENTSTREAM_KAFKA_SASL_PASSWORD" in log and "Traceback" not in log, log
 
 
+@pytest.mark.apache
 async def test_debug_logs_of_processor_and_worker_never_show_a_secret(
     secure_client: AgentClient, secure_broker: SecureBroker, secure_stack: tuple[ManagedProcess, ManagedProcess]
 ) -> None:
