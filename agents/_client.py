@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import aiohttp
@@ -42,6 +42,7 @@ from agentstream.topics import (
 from .exceptions import AgentFailedError, AgentNotFoundError, ApiUnavailableError, TimeoutError
 
 ENDED = {AgentStatus.COMPLETED.value, AgentStatus.FAILED.value, AgentStatus.CANCELLED.value}
+RESULT_WAIT_S = 25.0  # how long one `get_agent_result` request lets the processor hold it
 
 
 def _type_name(agent: str | type) -> str:
@@ -190,27 +191,38 @@ class AgentClient:
 
         Raises AgentFailedError if it failed or was cancelled, and agentstream's
         TimeoutError if it is still running after `timeout` (seconds or timedelta).
+        The agent's processor holds each request until the agent ends (up to
+        `RESULT_WAIT_S` at a time), so the result arrives as soon as it exists; a
+        processor that is not ready (a rebalance) is asked again until the timeout.
         """
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else time.monotonic() + seconds
-        pause = 0.02
+        pause, shown = 0.02, "not found"
         while True:
-            try:
-                state = await self.get_agent_state(agent_id)
-            except AgentNotFoundError:
-                state = None  # the schedule may not be processed yet
-            if state is not None and state["status"] in ENDED:
-                if state["status"] == AgentStatus.COMPLETED.value:
-                    return state["result"]
-                raise AgentFailedError(
-                    f"agent {agent_id!r} {state['status']}: {state.get('error')}",
-                    agent_id=agent_id, status=state["status"], error=state.get("error"),
-                )
-            if deadline is not None and time.monotonic() + pause > deadline:
-                shown = state["status"] if state else "not found"
+            remaining = RESULT_WAIT_S if deadline is None else deadline - time.monotonic()
+            wait = max(0.0, min(RESULT_WAIT_S, remaining))
+            agent_url = self._agent_url(agent_id)
+            url = agent_url.with_path(f"{agent_url.raw_path}/result", encoded=True).with_query(wait=f"{wait:.3f}")
+            status, text = await self._get(url, extra_seconds=wait)
+            body = _json_or_none(text)
+            held = status == 202  # the processor waited for the agent: ask again at once
+            if status in (200, 202) and isinstance(body, dict):
+                shown = str(body.get("status"))
+                if body.get("status") == AgentStatus.COMPLETED.value:
+                    return body.get("result")
+                if body.get("status") in ENDED:
+                    raise AgentFailedError(
+                        f"agent {agent_id!r} {body['status']}: {body.get('error')}",
+                        agent_id=agent_id, status=body["status"], error=body.get("error"),
+                    )
+            elif not (status == 404 and _is_agent_not_found(text) or status == 503):
+                self._raise_for(status, text, url)
+            # else: not scheduled yet, or no processor owns its partition right now (a rebalance)
+            if deadline is not None and time.monotonic() + (0 if held else pause) >= deadline:
                 raise TimeoutError(f"agent {agent_id!r} did not end within {seconds}s (status: {shown})")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.25)
+            if not held:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.25)
 
     async def agent_updates(self, agent_id: str, *, from_beginning: bool = True) -> AsyncIterator[AgentUpdate]:
         """The agent's status changes as published on agent-updates, as they happen.
@@ -292,15 +304,24 @@ class AgentClient:
         """
         if not agent_id:
             raise AgentNotFoundError("no agent has an empty ID")
+        url = self._agent_url(agent_id)
+        status, text = await self._get(url)
+        if status == 404 and _is_agent_not_found(text):
+            raise AgentNotFoundError(f"no agent {agent_id!r}: it was never scheduled, or is not processed yet")
+        if status != 200:
+            self._raise_for(status, text, url)
+        return json.loads(text)  # type: ignore[no-any-return]
+
+    async def _get(self, url: URL, extra_seconds: float = 0.0) -> tuple[int, str]:
+        """GET `url` from the processor API: (status, body); ApiUnavailableError when nobody answers."""
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.api_timeout), headers=bearer_headers(self.settings)
             )
-        url = self._agent_url(agent_id)
         try:
-            async with self._http.get(url) as response:
-                text = await response.text()
-                status = response.status
+            async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=self.api_timeout + extra_seconds)
+                                      ) as response:
+                return response.status, await response.text()
         except (aiohttp.ClientError, builtins.TimeoutError, OSError) as exc:
             why = f"no answer within {self.api_timeout}s" if isinstance(exc, builtins.TimeoutError) else repr(exc)
             raise ApiUnavailableError(
@@ -308,8 +329,8 @@ class AgentClient:
                 "`agentstream processor`, or set AGENTSTREAM_API_URL to a processor's HTTP address "
                 f"(now {self.settings.api_url})"
             ) from exc
-        if status == 404 and _is_agent_not_found(text):
-            raise AgentNotFoundError(f"no agent {agent_id!r}: it was never scheduled, or is not processed yet")
+
+    def _raise_for(self, status: int, text: str, url: URL) -> NoReturn:
         if status == 404:
             raise ApiUnavailableError(
                 f"{url} answered HTTP 404 but not as an agentstream processor; check AGENTSTREAM_API_URL "
@@ -320,9 +341,14 @@ class AgentClient:
                 f"{url} answered HTTP 401: the processor requires an API token; set AGENTSTREAM_API_TOKEN to "
                 "the processor's token" + (" (the one set is refused)" if self.settings.api_token else "")
             )
-        if status != 200:
-            raise ApiUnavailableError(f"{url} answered HTTP {status}: {text[:300]}")
-        return json.loads(text)  # type: ignore[no-any-return]
+        raise ApiUnavailableError(f"{url} answered HTTP {status}: {text[:300]}")
+
+
+def _json_or_none(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _is_agent_not_found(body: str) -> bool:

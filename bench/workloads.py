@@ -239,7 +239,7 @@ async def w2a_latency(bench: Bench) -> list[Row]:
             check_steps(agent_id, await asyncio.wait_for(result, 120))
             pushed.append((time.perf_counter() - started_at) * 1000)
     how = f"{n} sequential invocations of a {STEPS}-step agent (no-op steps), after {size.warmup} warm-up"
-    poll_how = f"schedule_agent -> get_agent_result (polls 20 ms doubling to 250 ms); {how}"
+    poll_how = f"schedule_agent -> get_agent_result (the owning processor holds the request until the agent ends); {how}"
     push_how = f"schedule_agent -> 'completed' read from agent-updates (one consumer for the run); {how}"
     return [
         Row("W2a latency p50, get_agent_result", f"{percentile(polled, 50):.1f}", "ms", f"{latency_notes(polled)}; {poll_how}"),

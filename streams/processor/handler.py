@@ -39,6 +39,7 @@ from ..engine.base import LETTER_VALUE_LIMIT
 from ..engine.record import FORMAT
 from .exceptions import UndeliverableError
 from .metrics import ProcessorMetrics
+from .results import ResultWaiters
 from .timers import TimerIndex
 
 log = logging.getLogger("agentstream.processor")
@@ -90,6 +91,7 @@ class InputHandler:
         metrics: ProcessorMetrics,
         identity: str,
         timers: TimerIndex | None = None,
+        results: ResultWaiters | None = None,
         max_record_bytes: int = 900_000,
     ) -> None:
         self._names = names
@@ -100,6 +102,7 @@ class InputHandler:
         self._identity = identity
         self._letter_value_limit = min(LETTER_VALUE_LIMIT, max_record_bytes // 8)
         self.timers = timers or TimerIndex()
+        self.results = results or ResultWaiters()
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
         # hash of each agent's record as this process last wrote it with all its outputs delivered
         # (or wrote again and re-sent the first time it touched the agent): nothing to recover then
@@ -192,6 +195,7 @@ class InputHandler:
         self._observe(str(getattr(message, "kind", "unknown")), outcome)
         if outcome.record is not None:
             self.timers.track_record(outcome.record)
+            self.results.changed(outcome.record.agent_id, outcome.record.status.value)
         return outcome.label
 
     # -- the steps of a record's life ------------------------------------------------------

@@ -1,8 +1,10 @@
-"""HTTP endpoints of a processor: health, readiness, agent state (routed to its owner),
-the agent stream as SSE (sse.py) and events and schedules over HTTP (http_inputs.py)."""
+"""HTTP endpoints of a processor: health, readiness, agent state and result (routed to
+the owner; the result waits without polling, results.py), the agent stream as SSE (sse.py) and events and schedules over HTTP (http_inputs.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from faust import web
@@ -11,6 +13,7 @@ from agentstream.agents._registry import agent_definitions
 
 from ..engine import AgentRecord
 from .http_inputs import register_http_inputs
+from .results import ENDED, MAX_WAIT_S
 from .sse import register_stream_view
 
 if TYPE_CHECKING:
@@ -48,6 +51,27 @@ def register_views(processor: "Processor") -> None:
             }
             return self.json(body, status=404)
         return self.json(AgentRecord.from_bytes(stored).public_view())
+
+    @app.page("/agents/{agent_id}/result")
+    @app.table_route(table=table, match_info="agent_id")
+    async def get_result(self: web.View, request: web.Request, agent_id: str) -> web.Response:
+        """The agent's result once it ended (200), else its status (202) after waiting up to `?wait=` s."""
+        try:
+            wait = min(max(float(request.query.get("wait", "0")), 0.0), MAX_WAIT_S)
+        except ValueError:
+            return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
+        with processor.handler.results.watching(agent_id) as ended:
+            stored = table.get(agent_id.encode())
+            if stored is not None and wait and AgentRecord.from_bytes(stored).status.value not in ENDED:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(ended), wait)
+                stored = table.get(agent_id.encode())
+        if stored is None:
+            return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "
+                              "or its schedule is not processed yet"}, status=404)
+        record = AgentRecord.from_bytes(stored)
+        body = {"agent_id": agent_id, "status": record.status.value, "result": record.result, "error": record.error}
+        return self.json(body, status=200 if record.status.value in ENDED else 202)
 
     register_stream_view(processor)
     register_http_inputs(processor)
