@@ -35,6 +35,7 @@ from . import metadata_fix, recovery_fix
 from .publish import FaustPublisher, FaustTableStore
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
+from .views import PublicViews
 from .window import InputWindow
 from .web import register_views
 
@@ -60,6 +61,7 @@ class Processor:
     names: TopicNames
     security: dict[str, Any] = field(default_factory=dict)  # aiokafka TLS/SASL options of its own readers
     api_token: str | None = None  # what its HTTP API demands, and sends when it forwards a request
+    views: PublicViews = field(default_factory=PublicViews)  # what GET /agents/{id} answers, per record version
 
     def is_ready(self) -> bool:
         """True when the consumer has its assignment and tables finished restoring."""

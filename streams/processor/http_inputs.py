@@ -42,7 +42,6 @@ from agentstream.topics import (
     run_id_for,
 )
 
-from ..engine import AgentRecord
 from .exceptions import UndeliverableError
 from .publish import FaustPublisher
 
@@ -107,7 +106,8 @@ def register_http_inputs(processor: "Processor") -> None:
             raise Refusal(503, "not_ready", "no processor owns this agent's partition yet; retry shortly") from None
         if _same_server(owner, URL(str(app.conf.canonical_url))):
             stored = table.get(agent_id.encode())
-            return None if stored is None else AgentRecord.from_bytes(stored).public_view()
+            return None if stored is None else cast(dict[str, Any], json.loads(processor.views.of(agent_id.encode(),
+                                                                                                  stored)))
         url = owner.with_path(f"/agents/{_path_segment(agent_id)}", encoded=True)
         headers = {"Authorization": f"Bearer {processor.api_token}"} if processor.api_token else None
         try:

@@ -50,7 +50,7 @@ def register_views(processor: "Processor") -> None:
                 "detail": f"no agent {agent_id!r}: it was never scheduled, or its schedule is not processed yet",
             }
             return self.json(body, status=404)
-        return self.json(AgentRecord.from_bytes(stored).public_view())
+        return self.bytes(processor.views.of(agent_id.encode(), stored), content_type="application/json")
 
     @app.page("/agents/{agent_id}/result")
     @app.table_route(table=table, match_info="agent_id")
