@@ -13,7 +13,10 @@ processor` / `agentstream worker` processes):
    inside a step of an agent it owns (`processor`), the worker alone (`worker`), the
    owning processor and the worker together (`both`), and one of two processors while
    the other is rejoining the group (`rebalance`). What was killed is restarted on the
-   same data dir, sometimes wiped so that it restores from the changelog alone.
+   same data dir, sometimes wiped so that it restores from the changelog alone. With
+   `--freeze-weight W`, also `freeze`: SIGSTOP the processor that owns a running step for
+   three session timeouts, then SIGCONT, so that it wakes as a zombie after the other
+   processor took its partitions over (what a GC pause or an overloaded node does).
 
 Then every agent's status, result, fields, applied events and what is in flight must
 equal the calm run's, and nothing may be applied twice. One table is printed; the exit
@@ -61,6 +64,7 @@ from harness import PARTITIONS, Bench, Slice, fetch
 APP = "chaos_agents"
 SLOTS = ("p0", "p1")
 KINDS = {"processor": 30, "worker": 30, "both": 20, "rebalance": 20}  # weights of each kill kind
+FREEZE_SESSIONS = 3  # a frozen processor stays stopped for this many consumer session timeouts
 WIPE_CHANCE = 0.2  # a restarted processor finds its data dir gone: it restores from the changelog
 CALM_PAUSE_MS = 50
 READY_S = 90.0
@@ -171,6 +175,11 @@ class Fleet:
     def kill(self, slot: str) -> None:
         self.procs[slot].kill()  # SIGKILL
 
+    def signal(self, slot: str, sig: signal.Signals) -> None:
+        process = self.procs[slot].process
+        if process is not None and process.poll() is None:
+            process.send_signal(sig)
+
     async def ready(self, slots: tuple[str, ...] | None = None) -> None:
         """Until these components (default: all) are ready; one that never gets there is reported and
         started once more, wiped."""
@@ -254,6 +263,8 @@ class Storm:
                  rng: random.Random, progress: Progress) -> None:
         self.fleet, self.client, self.specs, self.rng, self.progress = fleet, client, specs, rng, progress
         self.target, self.per_wave = args.kills, args.kills_per_wave
+        self.kinds = kinds_of(args)
+        self.freeze_s = FREEZE_SESSIONS * fleet.bench.profile.session_timeout_s
         self.min_step_kills = args.min_step_kills
         self.waves = max(s.wave for s in specs) + 1
         self.scheduled = 0
@@ -279,6 +290,8 @@ class Storm:
             await asyncio.sleep(self.rng.uniform(0.05, 0.5))  # a random moment
             if kind == "worker":
                 await self.kill_worker()
+            elif kind == "freeze":
+                await self.freeze_owner()
             elif kind == "rebalance":
                 await self.kill_during_rebalance()
             else:
@@ -298,7 +311,7 @@ class Storm:
         left = self.target - len(self.kills)
         if self.min_step_kills - self.step_kills() >= left:
             return "processor"  # the quota of processor deaths with a step running comes first
-        kind = self.rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
+        kind = self.rng.choices(list(self.kinds), weights=list(self.kinds.values()))[0]
         return "processor" if kind == "rebalance" and left < 2 else kind
 
     async def schedule_waves(self, force: bool = False) -> None:
@@ -386,6 +399,19 @@ class Storm:
             self.fleet.start("worker")
         self.record("both" if with_worker else "processor", victims, bool(steps), steps, wiped=wiped)
         return slot
+
+    async def freeze_owner(self) -> None:
+        """SIGSTOP the processor that owns an agent whose step the worker is inside, long enough for the
+        group to drop it, then SIGCONT: it wakes as a zombie that may still finish what it was doing
+        (write records, publish, commit) after another processor took its partitions over."""
+        owners = await asyncio.to_thread(self.fleet.owners)
+        owned = await self.find_step(owners)
+        slot = self.rng.choice(sorted(owned)) if owned else self.rng.choice(SLOTS)
+        steps = owned.get(slot, [])
+        self.fleet.signal(slot, signal.SIGSTOP)
+        await asyncio.sleep(self.freeze_s)  # the fault itself: frozen this long
+        self.fleet.signal(slot, signal.SIGCONT)
+        self.record("freeze", [slot], bool(steps), steps)
 
     async def kill_worker(self) -> None:
         deadline = time.monotonic() + 1.0
@@ -511,6 +537,11 @@ async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path, pr
     return report, wall
 
 
+def kinds_of(args: argparse.Namespace) -> dict[str, int]:
+    """The fault kinds of this run and their weights (`freeze` only when asked for)."""
+    return {**KINDS, "freeze": args.freeze_weight} if args.freeze_weight else dict(KINDS)
+
+
 def _terminate(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
@@ -525,6 +556,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="processor deaths with a step running to reach (default: a fifth of --kills)")
     parser.add_argument("--settle-timeout", type=float, default=180.0,
                         help="give up waiting for the agents to end once none ended for this long (per run)")
+    parser.add_argument("--freeze-weight", type=int, default=0,
+                        help="also freeze (SIGSTOP, then SIGCONT) the processor that owns a running step, with "
+                             "this weight beside the kills' (processor 30, worker 30, both 20, rebalance 20)")
     parser.add_argument("--out", type=Path, default=None, help="write the report (JSON) here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder even when the run passes")
     args = parser.parse_args(argv)
@@ -566,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     if keep:
         (workdir / "report.json").write_text(text)
     if "kills" in report:
-        print(render(report, list(KINDS), wall, report["logs"]))
+        print(render(report, list(kinds_of(args)), wall, report["logs"]))
     else:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     if not keep:
