@@ -247,7 +247,11 @@ def create_processor(
     async def watch_partitions() -> None:
         """Stop the processor once partitions were added to its inputs (see `partitions_changed`)."""
         producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        cluster = await producer.client.fetch_all_metadata()
+        try:
+            cluster = await producer.client.fetch_all_metadata()
+        except Exception as exc:  # the broker away (a restart, an outage): check again on the next tick
+            log.debug("partition check skipped", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
         for topic in (names.agent_events, names.step_results):
             count = len(cluster.partitions_for_topic(topic) or ())
             if count and count != partitions:

@@ -111,8 +111,10 @@ async def test_sigkill_processor_and_worker_at_random_moments_changes_no_outcome
             ).start()
             await asyncio.to_thread(procs[victim].wait_ready, 90.0)
 
-    # Longer timers (the pause changes no state) keep the agents busy through the storm.
-    stormy = await run_workload(cluster, "storm", lambda: procs["processor"].url, 6000, kill_at_random)
+    # Longer timers (the pause changes no state) keep the agents busy through the storm; on a real
+    # broker a restart waits out a 10 s session timeout, so the storm lasts longer there.
+    pause_ms = 6000 if cluster.profile.embedded else 15000
+    stormy = await run_workload(cluster, "storm", lambda: procs["processor"].url, pause_ms, kill_at_random)
 
     total = sum(kills.values())
     print(f"\ncrash suite (seed {seed}): {total} SIGKILLs ({kills['processor']} processor, {kills['worker']} worker), "
