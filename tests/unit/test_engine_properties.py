@@ -40,7 +40,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -570,11 +569,8 @@ class ProcessDied(BaseException):
 
 
 class _Store(dict[bytes, bytes]):
-    def put(self, key: bytes, value: bytes) -> Awaitable[None]:
+    async def put(self, key: bytes, value: bytes) -> None:
         self[key] = value
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)  # acknowledged at once
-        return done
 
 
 class _Publisher:

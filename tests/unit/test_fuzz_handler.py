@@ -25,7 +25,6 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -57,11 +56,8 @@ class Store:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def put(self, key: bytes, value: bytes) -> Awaitable[None]:
+    async def put(self, key: bytes, value: bytes) -> None:
         self.data[key] = value
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)  # acknowledged at once
-        return done
 
 
 class Publisher:
