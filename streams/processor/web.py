@@ -1,10 +1,12 @@
-"""HTTP endpoints of a processor: health, readiness, agent state and result (routed to
-the owner; the result waits without polling, results.py), the agent stream as SSE (sse.py) and events and schedules over HTTP (http_inputs.py)."""
+"""HTTP endpoints of a processor: health, readiness, agent state and result (routed to the
+owner; the result waits without polling, results.py), the agent stream as SSE (sse.py) and
+events and schedules over HTTP (http_inputs.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import TYPE_CHECKING, Any
 
 from faust import web
@@ -57,9 +59,12 @@ def register_views(processor: "Processor") -> None:
     async def get_result(self: web.View, request: web.Request, agent_id: str) -> web.Response:
         """The agent's result once it ended (200), else its status (202) after waiting up to `?wait=` s."""
         try:
-            wait = min(max(float(request.query.get("wait", "0")), 0.0), MAX_WAIT_S)
+            asked = float(request.query.get("wait", "0"))
         except ValueError:
+            asked = math.nan
+        if not math.isfinite(asked):
             return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
+        wait = min(max(asked, 0.0), MAX_WAIT_S)
         with processor.handler.results.watching(agent_id) as ended:
             stored = table.get(agent_id.encode())
             if stored is not None and wait and AgentRecord.from_bytes(stored).status.value not in ENDED:

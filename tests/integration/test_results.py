@@ -48,3 +48,4 @@ async def test_a_held_result_request_answers_when_the_agent_ends_and_the_client_
 
     assert (await get(f"{processor.url}/agents/nobody/result?wait=1"))[0] == 404
     assert (await get(f"{processor.url}/agents/held/result?wait=soon"))[0] == 400
+    assert (await get(f"{processor.url}/agents/held/result?wait=nan"))[0] == 400
