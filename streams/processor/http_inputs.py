@@ -33,7 +33,6 @@ from yarl import URL
 
 from agentstream.agents._registry import agent_definitions
 from agentstream.topics import (
-    AgentStatus,
     Envelope,
     ScheduleAgent,
     SendEvent,
@@ -44,11 +43,11 @@ from agentstream.topics import (
 
 from .exceptions import UndeliverableError
 from .publish import FaustPublisher
+from .results import ENDED
 
 if TYPE_CHECKING:
     from .app import Processor
 
-ENDED = {AgentStatus.COMPLETED.value, AgentStatus.FAILED.value, AgentStatus.CANCELLED.value}
 OWNER_TIMEOUT_S = 10.0
 
 
