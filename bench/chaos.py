@@ -55,6 +55,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from agentstream.agents import AgentClient
 from agentstream.streams.broker import EmbeddedBroker, detect_profile
 from agentstream.streams.devstack import ManagedProcess, ProcessStartError
+from agentstream.streams.processor.restore_check import MISMATCH_MESSAGE
 
 from chaos_agents import MARKS_ENV, Plan, children_of, expected_result
 from chaos_evidence import history
@@ -153,8 +154,9 @@ async def calm_run(bench: Bench, specs: list[Spec], settle_s: float, progress: P
 class Fleet:
     """Two processors on their own data dirs and one worker; restarts reuse (or wipe) the data dirs."""
 
-    def __init__(self, bench: Bench, space: Slice, marks: Path) -> None:
+    def __init__(self, bench: Bench, space: Slice, marks: Path, verify_restore: bool = False) -> None:
         self.bench, self.space, self.marks = bench, space, marks
+        self.env = {**LOGS, "AGENTSTREAM_VERIFY_RESTORE": "1"} if verify_restore else LOGS
         self.data = {slot: bench.workdir / f"chaos-state-{slot}" for slot in SLOTS}
         self.procs: dict[str, ManagedProcess] = {}
         self.starts = 0
@@ -168,7 +170,7 @@ class Fleet:
         else:
             if wipe:
                 shutil.rmtree(self.data[slot], ignore_errors=True)
-            process = self.space.processor(name, data_dir=self.data[slot], app=APP, env=LOGS)
+            process = self.space.processor(name, data_dir=self.data[slot], app=APP, env=self.env)
         self.procs[slot] = process
         return process
 
@@ -438,7 +440,7 @@ async def chaos_run(bench: Bench, space: Slice, specs: list[Spec], args: argpars
                     ) -> tuple[Storm, Settled, list[dict[str, str]]]:
     marks = bench.workdir / "step-marks"
     marks.mkdir(exist_ok=True)
-    fleet = Fleet(bench, space, marks)
+    fleet = Fleet(bench, space, marks, verify_restore=args.verify_restore)
     for slot in (*SLOTS, "worker"):
         fleet.start(slot)
     await fleet.ready()
@@ -526,6 +528,9 @@ async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path, pr
     finally:
         bench.kill_all()
     report = verdict(specs, calm, storm, chaos, failures, args)
+    if args.verify_restore:
+        report["restore_mismatches"] = restore_mismatches(bench.workdir)
+        report["ok"] = report["ok"] and not report["restore_mismatches"]
     suspects = [*report["differing"], *report["unsettled"], *report["duplicates"], *report["events_never_applied"]]
     if suspects:
         keep = set(list(dict.fromkeys(suspects))[:EVIDENCE_AGENTS])
@@ -535,6 +540,19 @@ async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path, pr
         progress(f"reading the broker's records of {sorted(keep)} ...")
         report["evidence"] = await history(bootstrap, profile, space.prefix, topics, keep)
     return report, wall
+
+
+def restore_mismatches(workdir: Path) -> list[dict[str, Any]]:
+    """What the processors' restore audits found (`--verify-restore`): each a log line's fields."""
+    found = []
+    for path in sorted(workdir.glob("*chaos-p*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if MISMATCH_MESSAGE in line:
+                try:
+                    found.append({"log": path.name, **json.loads(line)})
+                except ValueError:
+                    found.append({"log": path.name, "line": line[:500]})
+    return found
 
 
 def kinds_of(args: argparse.Namespace) -> dict[str, int]:
@@ -559,6 +577,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--freeze-weight", type=int, default=0,
                         help="also freeze (SIGSTOP, then SIGCONT) the processor that owns a running step, with "
                              "this weight beside the kills' (processor 30, worker 30, both 20, rebalance 20)")
+    parser.add_argument("--verify-restore", action="store_true",
+                        help="processors audit every restore against the changelog (AGENTSTREAM_VERIFY_RESTORE); "
+                             "a difference fails the run")
     parser.add_argument("--out", type=Path, default=None, help="write the report (JSON) here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder even when the run passes")
     args = parser.parse_args(argv)

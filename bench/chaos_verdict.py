@@ -190,6 +190,8 @@ def render(report: dict[str, Any], kinds: list[str], wall: dict[str, float], log
         ("agents missing an event they were sent", str(len(report["events_never_applied"]))),
         ("calm results not as expected", str(len(report["calm_wrong"]))),
         ("components that did not start", str(len(report["start_failures"]))),
+        *([("restores differing from the changelog", str(len(report["restore_mismatches"])))]
+          if "restore_mismatches" in report else []),
         ("wall time", " ".join(f"{k} {v:.0f}s" for k, v in wall.items())),
         ("verdict", "OK" if report["ok"] else "FAILED"),
     ]
@@ -210,6 +212,8 @@ def render(report: dict[str, Any], kinds: list[str], wall: dict[str, float], log
             out.append(f"{title}: ... and {len(entries) - 5} more")
     for failure in report["start_failures"]:
         out.append(f"did not start: {failure['component']}: {failure['error']} (log {failure['log']})")
+    for mismatch in report.get("restore_mismatches", [])[:5]:
+        out.append("restore differs: " + json.dumps({k: v for k, v in mismatch.items() if k not in ("ts", "logger")}))
     if "evidence" in report:
         out.append(f"every broker record of {sorted(report['evidence'])}: 'evidence' in the report JSON")
     if logs:

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     worker_result_cache_mb: float = Field(
         default=64, ge=0, description="At most this many MiB of result records in that cache."
     )
+    verify_restore: bool = Field(
+        default=False,
+        description="After every restore, read the owned changelog partitions from the start and compare the "
+        "table with them (a difference is logged as an error and repaired). For tests and the chaos harness: "
+        "it costs a full read of those partitions per rebalance.",
+    )
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = Field(default="INFO")
 

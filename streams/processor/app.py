@@ -33,6 +33,8 @@ from .handler import InputHandler
 from .positions import InputPositions, read_range
 from . import metadata_fix, recovery_fix
 from .publish import FaustPublisher, FaustTableStore
+from .restore_check import RestoreCheck
+from .restore_point import RestorePoint
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
 from .views import PublicViews
@@ -146,6 +148,10 @@ def create_processor(
     profile.apply_to_faust_app(app)
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
                       extra_topic_configs=changelog_configs(settings))
+    RestorePoint(table).install()
+    security = kafka_options(settings)
+    if settings.verify_restore:
+        RestoreCheck(table, settings.kafka_bootstrap, security).install()
     registry = CollectorRegistry()
     metrics = ProcessorMetrics.create(registry)
     metrics.build.info({"version": package_version(), "embedded_broker": str(profile.embedded).lower()})
@@ -173,7 +179,6 @@ def create_processor(
         identity=identity,
         max_record_bytes=settings.max_record_bytes,
     )
-    security = kafka_options(settings)
     processor = Processor(app, table, handler, metrics, registry, names, security,
                           settings.api_token.get_secret_value() if settings.api_token else None)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)
