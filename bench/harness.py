@@ -65,11 +65,13 @@ class Slice:
         }
 
     def processor(
-        self, name: str = "processor", data_dir: Path | None = None, *, app: str = APP, env: dict[str, str] | None = None
+        self, name: str = "processor", data_dir: Path | None = None, *, app: str = APP,
+        env: dict[str, str] | None = None, http_port: int | None = None,
     ) -> ManagedProcess:
-        """A started processor on this slice; `data_dir` lets a restart find its RocksDB state."""
+        """A started processor on this slice; `data_dir` (and `http_port`) let a restart find its RocksDB state
+        (and keep its address)."""
         state = str(data_dir or self.bench.workdir / f"{self.prefix}{name}-state")
-        return self.bench.spawn("processor", name=f"{self.prefix}{name}", app=app,
+        return self.bench.spawn("processor", name=f"{self.prefix}{name}", app=app, http_port=http_port,
                                 env={**self.env, **(env or {}), "AGENTSTREAM_DATA_DIR": state})
 
     def worker(self, name: str = "worker", *, app: str = APP, env: dict[str, str] | None = None) -> ManagedProcess:
@@ -110,9 +112,11 @@ class Bench:
         await ensure_topics(self.bootstrap, created.names.specs(PARTITIONS, task_queues=("restack",)))
         return created
 
-    def spawn(self, command: str, *, name: str, env: dict[str, str], app: str = APP) -> ManagedProcess:
+    def spawn(self, command: str, *, name: str, env: dict[str, str], app: str = APP,
+              http_port: int | None = None) -> ManagedProcess:
         """Start `agentstream <command>` with module `app` from bench/ (default: bench/agents.py)."""
-        process = component(command, self.bootstrap, app, log_dir=self.workdir, app_dir=BENCH_DIR, env=env, name=name)
+        process = component(command, self.bootstrap, app, log_dir=self.workdir, app_dir=BENCH_DIR, env=env, name=name,
+                            http_port=http_port)
         self.track(process)
         return process.start()
 

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from agentstream.agents import AgentClient, AgentNotFoundError
+from agentstream.streams.broker.embedded import free_port
 from agentstream.streams.devstack import ManagedProcess
 from agentstream.topics import AgentStatus, AgentUpdate
 
@@ -298,7 +299,8 @@ async def w3_recovery(bench: Bench) -> list[Row]:
         processed = [t.processed_ms for t in trials]
         shown = " / ".join(f"{t:.0f}" for t in processed)
         notes = (f"median of {len(trials)} (trials {shown} ms); processor + worker SIGKILLed while the worker is "
-                 f"inside a blocking step, released, one more event sent, both restarted (same RocksDB dir); "
+                 f"inside a blocking step, released, one more event sent, both restarted (same RocksDB dir"
+                 f"{'' if bench.profile.embedded else '; static group membership'}); "
                  f"until get_agent_state shows both events; both ready after {median([t.ready_ms for t in trials]):.0f} ms "
                  f"(median); history filled at {fill_rate:,.0f} events/s")
         rows.append(Row(f"W3 kill -> next event processed, H={history:,}", f"{median(processed):,.0f}", "ms", notes))
@@ -311,8 +313,14 @@ async def w3_one(bench: Bench, history: int, trials: int) -> tuple[float, list[T
     data_dir = bench.workdir / f"{space.prefix}state"  # kept across restarts, like a pod's volume
     stall, mark = bench.workdir / f"{space.prefix}stall", bench.workdir / f"{space.prefix}in-step"
     env = {STALL_ENV: str(stall), MARK_ENV: str(mark)}
-    processor = space.processor(data_dir=data_dir, app=APP, env=env)
-    worker = space.worker(app=APP, env=env)
+    # Static membership where the broker has it (Apache Kafka; the embedded broker ignores it), as the
+    # StatefulSet manifest sets it: a restarted component gets its partitions back without a rebalance.
+    static = not bench.profile.embedded
+    processor_env = {**env, "AGENTSTREAM_INSTANCE_ID": "w3-processor"} if static else env
+    worker_env = {**env, "AGENTSTREAM_INSTANCE_ID": "w3-worker"} if static else env
+    port = free_port() if static else None  # a static member's address must survive its restarts
+    processor = space.processor(data_dir=data_dir, app=APP, env=processor_env, http_port=port)
+    worker = space.worker(app=APP, env=worker_env)
     await bench.ready(processor, worker)
     agent_id = "w3"
     results: list[Trial] = []
@@ -334,8 +342,9 @@ async def w3_one(bench: Bench, history: int, trials: int) -> tuple[float, list[T
             stall.unlink()  # release: the step's retry returns at once
             await client.send_agent_event(agent_id, "add", {"payload": f"next-{trial}"})
             expected += 2
-            processor = space.processor(f"processor-{trial}", data_dir=data_dir, app=APP, env=env)
-            worker = space.worker(f"worker-{trial}", app=APP, env=env)
+            processor = space.processor(f"processor-{trial}", data_dir=data_dir, app=APP, env=processor_env,
+                                        http_port=port)
+            worker = space.worker(f"worker-{trial}", app=APP, env=worker_env)
             await bench.ready(processor, worker)
             ready_at = time.perf_counter()
             async with space.client(processor.url) as reader:

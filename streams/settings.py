@@ -74,6 +74,15 @@ class Settings(BaseSettings):
         description="Host other processors dial to forward requests to this one (default: the bind host, "
         "or the hostname when binding to all interfaces). In Kubernetes: the pod IP.",
     )
+    instance_id: str | None = Field(
+        default=None, min_length=1, max_length=249,
+        description="A stable name of this processor or worker, unique among the processors (or the workers of "
+        "one task queue) of its app, such as a StatefulSet pod's name. Set, it is the consumer's "
+        "group.instance.id (Kafka's static membership, Apache Kafka 2.3+): a component restarted within the "
+        "session timeout gets its partitions back without a rebalance, while one stopped for good keeps them "
+        "until the session timeout. A processor's advertised address must stay the same across restarts too. Two "
+        "running components with one name fence each other.",
+    )
     task_queue: str = Field(default="restack", description="Default task queue of steps and workers.")
     api_url: str = Field(
         default="http://127.0.0.1:6066", description="Any processor's HTTP address, for state queries."

@@ -47,12 +47,12 @@ class Cluster:
 
     def processor(
         self, name: str = "processor", *, data_dir: Path | None = None, app: str = "recorder",
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, http_port: int | None = None,
     ) -> ManagedProcess:
         state = {"AGENTSTREAM_DATA_DIR": str(data_dir or self.tmp / f"{name}-state")}
         process = component(
             "processor", self.bootstrap, app, log_dir=self.tmp, app_dir=APPS, env={**self.env, **state, **(env or {})},
-            name=name,
+            name=name, http_port=http_port,
         )
         self.processes.append(process)
         return process

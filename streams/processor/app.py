@@ -31,7 +31,7 @@ from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
 from .positions import InputPositions, read_range
-from . import metadata_fix, recovery_fix
+from . import metadata_fix, recovery_fix, static_member
 from .publish import FaustPublisher, FaustTableStore
 from .restore_check import RestoreCheck
 from .restore_point import RestorePoint
@@ -142,9 +142,12 @@ def create_processor(
         web_in_thread=False,
         logging_config=logging_config(settings.log_format, settings.log_level, secret_values(settings)),
         broker_credentials=faust_credentials(settings),
+        consumer_group_instance_id=settings.instance_id,
         **profile.faust_options(),
     )
     protect(app, settings.api_token.get_secret_value() if settings.api_token else None)
+    if settings.instance_id:
+        static_member.guard_address(app, settings.instance_id)
     profile.apply_to_faust_app(app)
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
                       extra_topic_configs=changelog_configs(settings))

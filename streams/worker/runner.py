@@ -142,6 +142,7 @@ class StepWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self._concurrency,
+            group_instance_id=self.settings.instance_id,  # static membership: a restart keeps its partitions
             **self.profile.consumer_options(),
             **security,
         )
