@@ -1,10 +1,13 @@
 """An audit of every restore: does the local table hold what the changelog says? (opt-in)
 
 After each restore, before inputs flow, every active partition of the changelog is read
-from its start and the last record of each agent compared with the local table. A
-difference means the restore lost or reordered writes; it is logged with everything
-known about it (the table's and the changelog's revisions, the restore point, Faust's
-highwater) and repaired from the changelog. It costs a full read of the owned partitions
+from its start and the last record of each agent compared with the local table. A table
+record *ahead* of the changelog is expected after a crash (the table is written before the
+changelog acknowledges; the input was not committed, and the first input to touch the
+agent writes the record again), so it is only noted. A record *behind* (or beside) the
+changelog means the restore lost or reordered writes: it is logged as an error with
+everything known about it (both records' progress, the restore point, Faust's highwater)
+and repaired from the changelog. It costs a full read of the owned partitions
 per rebalance, so it is for tests and the chaos harness (`AGENTSTREAM_VERIFY_RESTORE=1`),
 where the log line is the evidence.
 """
@@ -22,15 +25,41 @@ log = logging.getLogger("agentstream.processor")
 
 READ_TIMEOUT_S = 60.0
 MISMATCH_MESSAGE = "restored table differs from its changelog"
+AHEAD_MESSAGE = "restored table holds a turn its changelog does not have yet"
 
 
-def _revision(value: bytes | None) -> object:
-    if value is None:
-        return None
+def _progress(value: bytes | None) -> dict[str, Any]:
+    """What says how far a record got: revision, inputs applied, input positions, last update."""
     try:
-        return json.loads(value).get("revision")
-    except (ValueError, AttributeError):
-        return "unreadable"
+        record = json.loads(value) if value is not None else {}
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    return {"revision": record.get("revision"), "inputs_applied": record.get("inputs_applied"),
+            "last_offsets": (record.get("delivery") or {}).get("last_offsets") or {},
+            "updated_at": record.get("updated_at")}
+
+
+def compare(local: bytes | None, changelog: bytes | None) -> str:
+    """`ahead`: the table holds a later turn than the changelog's last record (a crash came between the
+    table write and its changelog acknowledgement; the first input to touch the agent writes it again);
+    `behind`: the table misses turns the changelog has (a restore lost them); `diverged`: neither."""
+    if local is None:
+        return "behind"
+    mine, theirs = _progress(local), _progress(changelog)
+    sources = set(mine["last_offsets"]) | set(theirs["last_offsets"])
+    deltas = {mine["last_offsets"].get(s, -1) - theirs["last_offsets"].get(s, -1) for s in sources}
+    if deltas and max(deltas) > 0 and min(deltas) >= 0:
+        return "ahead"
+    if deltas and min(deltas) < 0 and max(deltas) <= 0:
+        return "behind"
+    if not deltas or deltas == {0}:
+        if str(mine["updated_at"]) > str(theirs["updated_at"]):
+            return "ahead"
+        if str(mine["updated_at"]) < str(theirs["updated_at"]):
+            return "behind"
+    return "diverged"
 
 
 async def _last_values(bootstrap: str, tp: TopicPartition, options: dict[str, Any]) -> tuple[dict[bytes, tuple[int, bytes | None]], int]:
@@ -83,14 +112,18 @@ class RestoreCheck:
                 local = None if local is None else bytes(local)
                 if local == value:
                     continue
-                self.mismatches += 1
-                log.error(MISMATCH_MESSAGE, extra={
+                verdict = compare(local, value)
+                details = {
                     "topic": tp.topic, "partition": tp.partition, "agent_id": key.decode(errors="replace"),
-                    "changelog_offset": offset, "changelog_revision": _revision(value),
-                    "table_revision": _revision(local), "changelog_end": end,
-                    "restore_point": table.data.persisted_offset(tp),
+                    "verdict": verdict, "changelog_offset": offset, "changelog": _progress(value),
+                    "table": _progress(local), "changelog_end": end, "restore_point": table.data.persisted_offset(tp),
                     "highwater": recovery.active_highwaters.get(tp), "read_to": recovery.active_offsets.get(tp),
-                })
+                }
+                if verdict == "ahead":  # expected after a crash; the handler's first touch re-sends it
+                    log.info(AHEAD_MESSAGE, extra=details)
+                    continue
+                self.mismatches += 1
+                log.error(MISMATCH_MESSAGE, extra=details)
                 if value is None:
                     db.delete(key)
                 else:

@@ -92,4 +92,5 @@ async def test_an_audited_restore_reports_and_repairs_a_stale_local_record(clust
     assert set(found) == {key.decode() for key in planted}
     entry = found[victim]
     assert entry["level"] == "error"
-    assert entry["table_revision"] < entry["changelog_revision"]
+    assert entry["verdict"] == "behind"
+    assert entry["table"]["inputs_applied"] < entry["changelog"]["inputs_applied"]
