@@ -62,10 +62,13 @@ def compare(local: bytes | None, changelog: bytes | None) -> str:
     return "diverged"
 
 
-async def _last_values(bootstrap: str, tp: TopicPartition, options: dict[str, Any]) -> tuple[dict[bytes, tuple[int, bytes | None]], int]:
+LastValues = dict[bytes, tuple[int, bytes | None]]  # key -> (offset, value) of its last record
+
+
+async def _last_values(bootstrap: str, tp: TopicPartition, options: dict[str, Any]) -> tuple[LastValues, int]:
     """The last (offset, value) of every key in one changelog partition, and its end offset."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **options)
-    last: dict[bytes, tuple[int, bytes | None]] = {}
+    last: LastValues = {}
     await consumer.start()
     try:
         consumer.assign([tp])
