@@ -72,14 +72,18 @@ async def _last_values(bootstrap: str, tp: TopicPartition, options: dict[str, An
     await consumer.start()
     try:
         consumer.assign([tp])
+        start = (await consumer.beginning_offsets([tp]))[tp]
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
+        consumer.seek(tp, start)
         deadline = time.monotonic() + READ_TIMEOUT_S
-        while await consumer.position(tp) < end and time.monotonic() < deadline:
+        while start < end and time.monotonic() < deadline:  # the last record is never compacted away
             batches = await consumer.getmany(tp, timeout_ms=200)
-            for record in batches.get(tp, []):
+            records = batches.get(tp, [])
+            for record in records:
                 if record.offset < end and record.key is not None:
                     last[record.key] = (record.offset, record.value)
+            if records and records[-1].offset >= end - 1:
+                break
         return last, end
     finally:
         await consumer.stop()
