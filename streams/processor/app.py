@@ -151,7 +151,6 @@ def create_processor(
     profile.apply_to_faust_app(app)
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
                       extra_topic_configs=changelog_configs(settings))
-    recovery_fix.in_offset_order(table.data)
     RestorePoint(table).install()
     security = kafka_options(settings)
     if settings.verify_restore:
