@@ -33,6 +33,7 @@ from .handler import InputHandler
 from .positions import InputPositions, read_range
 from . import metadata_fix, recovery_fix, static_member
 from .publish import FaustPublisher, FaustTableStore
+from .changelog_order import ChangelogOrder
 from .restore_check import RestoreCheck
 from .restore_point import RestorePoint
 from .metrics import ProcessorMetrics
@@ -152,6 +153,7 @@ def create_processor(
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
                       extra_topic_configs=changelog_configs(settings))
     RestorePoint(table).install()
+    ChangelogOrder(table).install()  # after the restore point: it hands acknowledgements on to it
     security = kafka_options(settings)
     if settings.verify_restore:
         RestoreCheck(table, settings.kafka_bootstrap, security).install()
