@@ -34,7 +34,6 @@ class ChangelogOrder:
     def __init__(self, table: Any) -> None:
         self._table = table
         self._newest: dict[Any, dict[bytes, int]] = {}  # changelog partition -> key -> offset
-        self._top: dict[Any, int] = {}  # changelog partition -> highest offset applied or written
         self.dropped = 0  # records dropped so far, for tests and logs
 
     def install(self) -> None:
@@ -60,22 +59,19 @@ class ChangelogOrder:
     def newer(self, batch: Iterable[Any]) -> list[Any]:
         """The events of `batch` that are newer than anything applied or written for their key."""
         kept: list[Any] = []
-        back: dict[Any, tuple[int, int]] = {}  # partition -> (lowest offset read behind the top, top then)
+        dropped: dict[Any, list[int]] = {}  # partition -> offsets dropped in this batch
         for event in batch:
             message = event.message
-            tp, offset = message.tp, message.offset
-            top = self._top.get(tp)
-            if top is not None and offset < top:
-                lowest, _ = back.get(tp, (offset, top))
-                back[tp] = (min(lowest, offset), top)
-            if self._seen(tp, message.key, offset):
-                self.dropped += 1
-                continue
-            kept.append(event)
-        for tp, (lowest, top) in back.items():
-            log.info("changelog partition read behind records already applied; older records of the same keys "
-                     "were dropped", extra={"topic": tp.topic, "partition": tp.partition, "read_from": lowest,
-                                            "applied_up_to": top, "dropped_total": self.dropped})
+            if self._seen(message.tp, message.key, message.offset):
+                dropped.setdefault(message.tp, []).append(message.offset)
+            else:
+                kept.append(event)
+        for tp, offsets in dropped.items():
+            self.dropped += len(offsets)
+            log.info("changelog records read again, or older than what the table holds for their keys, were "
+                     "dropped", extra={"topic": tp.topic, "partition": tp.partition,
+                                                  "dropped": len(offsets), "lowest": min(offsets),
+                                                  "dropped_total": self.dropped})
         return kept
 
     def on_sent(self, fut: Any) -> None:
@@ -93,6 +89,4 @@ class ChangelogOrder:
         if known is not None and known >= offset:
             return True
         keys[key] = offset
-        if offset > self._top.get(tp, -1):
-            self._top[tp] = offset
         return False
