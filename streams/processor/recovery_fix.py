@@ -4,9 +4,12 @@ Faust computes where to start reading a changelog as "persisted offset, else ear
 offset - 1" and maps exactly -1 to 0; anything lower reaches aiokafka's `seek`, which
 raises, and the whole processor crashes while starting. It was seen once in a
 500-kill chaos run: a restart on a state dir that had just been set aside (so no
-persisted offset) crashed seeking a standby partition. Reading from offset 0 is
-always correct for a changelog (it is what an empty table needs), so lower values are
-read as 0.
+persisted offset) crashed seeking a standby partition. A second way in, seen in
+another 500-kill run: a standby partition added during recovery (after Faust computed
+its start offsets) keeps the `None` that `Recovery._add` records for "no persisted
+offset", and the standby seek hands that `None` to aiokafka. Reading from offset 0 is
+always correct for a changelog without a persisted offset (it is what an empty table
+needs), so `None` and values below -1 are read as 0.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def install() -> None:
     async def seek_offsets(self: Recovery, consumer: Any, tps: Any, offsets: Counter[Any], title: str) -> None:
         for tp in tps:
             offset = offsets.get(tp)
-            if offset is not None and offset < -1:
+            if offset is None or offset < -1:
                 log.warning("changelog recovery asked to seek below the start; reading from offset 0 instead",
                             extra={"topic": tp.topic, "partition": tp.partition, "offset": offset, "kind": title})
                 offsets[tp] = -1  # Faust reads -1 as "from the start"

@@ -36,3 +36,18 @@ async def test_an_offset_below_minus_one_is_read_from_the_start(monkeypatch: pyt
     recovery_fix.install()  # idempotent
     await Recovery._seek_offsets(object(), consumer, tps, offsets, "standby")  # type: ignore[arg-type]
     assert consumer.seeks == [{TP("changelog", 0): 0, TP("changelog", 1): 41}]
+
+
+async def test_a_partition_without_a_start_offset_is_read_from_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A standby partition added after Faust computed the start offsets keeps the None that
+    # `Recovery._add` records for "nothing persisted"; Faust's standby seek passes it on.
+    monkeypatch.setattr(Recovery, "_seek_offsets", inspect.unwrap(Recovery._seek_offsets))
+    late, known = TP("changelog", 2), TP("changelog", 3)
+    offsets: Counter[Any] = Counter({known: 7})
+    offsets.setdefault(late, None)  # type: ignore[arg-type]  # exactly what Recovery._add does
+    consumer = Consumer()
+    with pytest.raises((ValueError, TypeError)):  # Faust alone crashes
+        await Recovery._seek_offsets(object(), consumer, {late, known}, Counter(offsets), "standby")  # type: ignore[arg-type]
+    recovery_fix.install()
+    await Recovery._seek_offsets(object(), consumer, {late, known}, offsets, "standby")  # type: ignore[arg-type]
+    assert consumer.seeks == [{late: 0, known: 7}]
