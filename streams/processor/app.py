@@ -39,6 +39,7 @@ from .restore_point import RestorePoint
 from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
 from .views import PublicViews
+from .window import InputWindow
 from .web import register_views
 
 TABLE_NAME = "agents"
@@ -203,21 +204,26 @@ def create_processor(
         # is closed or cancelled in the middle of an event (a rebalance, a stop), which would
         # commit an input that was never applied.
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # StreamT omits it; faust.Stream has it
-        async for event in manual.events():
-            message = event.message
-            source = f"{message.topic}#{message.partition}"
-            skipped_from = positions.missed(app.rebalancing_count, source, message.offset)
-            if skipped_from is not None:  # the consumer skipped inputs the records do not reflect: they come first
-                metrics.input_rewinds.inc()
-                log.warning("inputs skipped by the consumer are read again", extra={
-                    "source": source, "from": skipped_from, "to": message.offset})
-                for missed in await read_range(settings.kafka_bootstrap, message.topic, message.partition,
-                                               skipped_from, message.offset, reader_options):
-                    await handler.handle(missed.topic, missed.partition, missed.offset, missed.key, missed.value)
-                    positions.handled(source, missed.offset)
-            await handler.handle(message.topic, message.partition, message.offset, event.key, event.value)
-            positions.handled(source, message.offset)
-            await manual.ack(event)
+        window = InputWindow(manual.ack)  # acks each input once its writes are acknowledged, in order
+        try:
+            async for event in manual.events():
+                message = event.message
+                source = f"{message.topic}#{message.partition}"
+                skipped_from = positions.missed(app.rebalancing_count, source, message.offset)
+                if skipped_from is not None:  # the consumer skipped inputs the records do not reflect: first those
+                    metrics.input_rewinds.inc()
+                    log.warning("inputs skipped by the consumer are read again", extra={
+                        "source": source, "from": skipped_from, "to": message.offset})
+                    for missed in await read_range(settings.kafka_bootstrap, message.topic, message.partition,
+                                                   skipped_from, message.offset, reader_options):
+                        await handler.handle(missed.topic, missed.partition, missed.offset, missed.key, missed.value)
+                        positions.handled(source, missed.offset)
+                _, durable = await handler.begin(message.topic, message.partition, message.offset, event.key,
+                                                 event.value)
+                positions.handled(source, message.offset)
+                await window.add(event, durable)
+        finally:
+            await window.close()
 
     async def send_timer(fired: TimerFired) -> None:
         await publisher.publish(names.agent_events, fired.key, fired.to_bytes())

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -48,7 +48,15 @@ T = TypeVar("T")
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
 REMEMBERED_RECORDS = 100_000
 
-__all__ = ["InputHandler", "Publisher", "RecordStore"]
+__all__ = ["InputHandler", "Pending", "Publisher", "RecordStore"]
+
+
+class Pending(NamedTuple):
+    """A write on its way to the broker: its acknowledgement, and how to write it again."""
+
+    what: str
+    ack: Awaitable[Any]
+    again: Callable[[], Awaitable[Any]]
 
 
 class RecordStore(Protocol):
@@ -56,8 +64,9 @@ class RecordStore(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
 
-    async def put(self, key: bytes, value: bytes) -> None:
-        """Write `value`; return once it is durable (its changelog write acknowledged)."""
+    def put(self, key: bytes, value: bytes) -> Awaitable[Any]:
+        """Write `value` now (`get` returns it at once); the awaitable resolves once it is durable
+        (its changelog write acknowledged) and raises if that write failed."""
         ...
 
 
@@ -100,11 +109,27 @@ class InputHandler:
         self._settled: OrderedDict[bytes, int] = OrderedDict()
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
-        """Process one record to its one outcome; returns the label (also counted in metrics)."""
+        """Process one record to its one outcome and wait until that is durable; returns the label."""
+        label, durable = await self.begin(topic, partition, offset, key, value)
+        await durable
+        return label
+
+    async def begin(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> tuple[str, Awaitable[None]]:
+        """Process one record to its one outcome (also counted in metrics): the label, and what
+        resolves once the record's writes and outputs are all on the broker.
+
+        Only then may the input's offset be committed; but the next input may begin at once
+        (the processor keeps a window of inputs in flight), so a partition is bound by the
+        broker's throughput rather than by one round trip per input. What a later input of
+        the same agent reads is the record this one wrote: the store answers writes at once.
+        """
         started = time.perf_counter()
         origin = Origin(topic, partition, offset, key, value)
+        acks: list[Pending] = []
         try:
-            label = await self._handle(origin)
+            label = await self._handle(origin, acks)
         except Exception as exc:  # the last resort: still one recorded outcome for the input
             log.exception("input handling failed", extra={"topic": topic, "partition": partition, "offset": offset})
             label = await self._reject(origin, "processor_error", f"the processor failed on this record: "
@@ -114,9 +139,18 @@ class InputHandler:
                                               "agent_id": (key or b"").decode(errors="replace"), "outcome": label})
         self._metrics.inputs.labels(self._sources.get(topic, topic), label).inc()
         self._metrics.turn_seconds.observe(time.perf_counter() - started)
-        return label
+        return label, self._all_confirmed(key, acks)
 
-    async def _handle(self, origin: Origin) -> str:
+    async def _all_confirmed(self, key: bytes | None, acks: list[Pending]) -> None:
+        try:
+            for pending in acks:
+                await self._confirmed(pending)
+        except BaseException:  # cancelled (a rebalance, a stop): the next touch of the agent re-sends all
+            if key is not None:
+                self._settled.pop(key, None)
+            raise
+
+    async def _handle(self, origin: Origin, acks: list[Pending]) -> str:
         try:
             message: Envelope = (
                 decode_step_result(origin.value) if origin.topic == self._names.step_results
@@ -141,21 +175,21 @@ class InputHandler:
             except ValidationError as exc:
                 return await self._reject(origin, "record_unreadable", _unreadable(stored, exc))
             if self._settled.get(key) != hash(stored):
-                record = await self._recover(key, record, stored, now)
+                record = await self._recover(key, record, stored, now, acks)
 
         outcome = await self._engine.apply(record, message, now, origin)  # type: ignore[arg-type]
         if outcome.redelivered:
             return "duplicate"
         if outcome.stored is not None:
-            await self._persist(key, outcome.stored)
-        problem = await self._deliver(outcome.publish)
+            await self._persist(key, outcome.stored, acks)
+        problem = await self._deliver(outcome.publish, acks)
         if problem is not None:
             if outcome.record is None:
                 log.error("outputs undeliverable", extra={"agent_id": message.agent_id, "reason": problem})
             else:
                 outcome = self._engine.undeliverable(outcome.record, problem, now)
                 assert outcome.stored is not None
-                await self._persist(key, outcome.stored)
+                await self._persist(key, outcome.stored, acks)
         elif outcome.stored is not None:
             self._settle(key, outcome.stored)
         self._observe(str(getattr(message, "kind", "unknown")), outcome)
@@ -166,30 +200,58 @@ class InputHandler:
 
     # -- the steps of a record's life ------------------------------------------------------
 
-    async def _persist(self, key: bytes, value: bytes) -> None:
+    async def _persist(self, key: bytes, value: bytes, acks: list[Pending]) -> None:
+        """Write the agent's record now; its acknowledgement joins `acks`."""
         self._metrics.record_bytes.observe(len(value))
-        await self._retrying("store the agent's record", lambda: self._store.put(key, value))
 
-    async def _deliver(self, items: list[OutboxItem]) -> str | None:
-        """Publish `items` and wait until the broker has all of them; the reason if it never will."""
-        acks = []
+        async def write() -> Awaitable[Any]:
+            return self._store.put(key, value)
+
+        what = "store the agent's record"
+        acks.append(Pending(what, await self._retrying(what, write), write))
+
+    async def _deliver(self, items: list[OutboxItem], acks: list[Pending]) -> str | None:
+        """Publish `items` (their acknowledgements join `acks`); the reason if they can never be delivered."""
         try:
             for item in items:
                 topic = self._topic_of(item)
                 value = json.dumps(item.value, separators=(",", ":")).encode()
                 key = item.key.encode() if item.key is not None else None
-                ack = await self._retrying(f"publish to {topic}", lambda: self._publisher.publish(topic, key, value))
+
+                async def publish(topic: str = topic, key: bytes | None = key, value: bytes = value) -> Any:
+                    return await self._publisher.publish(topic, key, value)
+
+                what = f"publish to {topic}"
+                ack = await self._retrying(what, publish)
                 if ack is not None:
-                    acks.append(ack)
+                    acks.append(Pending(what, ack, publish))
                 if item.topic == "agent-updates":
                     self._metrics.updates_published.inc()
-            for ack in acks:
-                await ack
         except UndeliverableError as exc:
             return str(exc)
         return None
 
-    async def _recover(self, key: bytes, record: AgentRecord, stored: bytes, now: datetime) -> AgentRecord:
+    async def _confirmed(self, pending: Pending) -> None:
+        """Wait for the broker's acknowledgement; when it reports a failure, write again until one passes."""
+        what, ack, again = pending
+        delay, failures = RETRY_FIRST_S, 0
+        while True:
+            try:
+                await ack
+                return
+            except Exception as exc:
+                failures += 1
+                log.warning("retrying after a failure",
+                            extra={"what": what, "failures": failures, "error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                ack = await self._retrying(what, again)
+                if ack is None:
+                    return
+
+    async def _recover(
+        self, key: bytes, record: AgentRecord, stored: bytes, now: datetime, acks: list[Pending]
+    ) -> AgentRecord:
         """The first time this process touches an agent: what a crash may have lost goes out again.
 
         A crash (or the death of the partition's previous owner) may have come between the
@@ -198,14 +260,14 @@ class InputHandler:
         input may reach the agent first. So the record is written again and its outbox
         published again (all idempotent) before anything else happens to the agent.
         """
-        await self._persist(key, stored)
-        problem = await self._deliver(record.outbox)
+        await self._persist(key, stored, acks)
+        problem = await self._deliver(record.outbox, acks)
         if problem is not None:  # still cannot be published: the agent waits, parked, outbox kept
             if record.undelivered:
                 return record
             parked = self._engine.undeliverable(record, problem, now)
             assert parked.stored is not None and parked.record is not None
-            await self._persist(key, parked.stored)
+            await self._persist(key, parked.stored, acks)
             return parked.record
         self._settle(key, stored)
         if record.undelivered:

@@ -1,7 +1,7 @@
 """The processor's store and publisher over Faust: the two things an input waits for.
 
 `FaustTableStore.put` writes the agent's record to RocksDB and to the table's changelog
-and returns only when the broker acknowledged the changelog write. Faust's own commit
+and returns the changelog write's acknowledgement, which the input waits for. Faust's own commit
 path flushes its producer buffer for at most 100 ms without progress, so relying on it
 could commit an input's offset before its record reached the changelog (and a new owner
 of the partition would then lose the turn).
@@ -32,12 +32,13 @@ class FaustTableStore:
     def get(self, key: bytes) -> bytes | None:
         return self._table.get(key)  # type: ignore[no-any-return]
 
-    async def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes) -> Any:
+        """Write to RocksDB now; the returned future resolves when the changelog write is acknowledged."""
         table = self._table
         # What `table[key] = value` does, keeping the changelog future to wait on it.
         sent = table.send_changelog(table.partition_for_key(key), key, value)
         table.data[key] = value
-        await sent
+        return sent
 
 
 class FaustPublisher:

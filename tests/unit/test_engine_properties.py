@@ -40,6 +40,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -569,8 +570,11 @@ class ProcessDied(BaseException):
 
 
 class _Store(dict[bytes, bytes]):
-    async def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes) -> Awaitable[None]:
         self[key] = value
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # acknowledged at once
+        return done
 
 
 class _Publisher:

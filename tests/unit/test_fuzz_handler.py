@@ -25,6 +25,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -56,8 +57,11 @@ class Store:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    async def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes) -> Awaitable[None]:
         self.data[key] = value
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # acknowledged at once
+        return done
 
 
 class Publisher:

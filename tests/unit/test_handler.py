@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -51,9 +52,14 @@ class DictStore:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    async def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes) -> Awaitable[None]:
         self.writes += 1
         self.data[key] = value
+        return acknowledged()
+
+
+async def acknowledged() -> None:
+    """An acknowledgement that has arrived."""
 
 
 class ListPublisher:

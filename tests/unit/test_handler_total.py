@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -84,8 +85,11 @@ class AckedStore:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    async def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes) -> Awaitable[None]:
         self.data[key] = value
+        return self._acknowledge(key, value)
+
+    async def _acknowledge(self, key: bytes, value: bytes) -> None:
         if self.hold:
             ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.acks.append(ack)
