@@ -207,8 +207,14 @@ class InputHandler:
         async def write() -> Awaitable[Any]:
             return self._store.put(key, value)
 
+        async def again() -> Awaitable[Any]:
+            # A later input of the agent may have written since: its record includes this one's
+            # turn, and writing this older value again would put the agent back on the changelog.
+            latest = self._store.get(key)
+            return self._store.put(key, value if latest is None else latest)
+
         what = "store the agent's record"
-        acks.append(Pending(what, await self._retrying(what, write), write))
+        acks.append(Pending(what, await self._retrying(what, write), again))
 
     async def _deliver(self, items: list[OutboxItem], acks: list[Pending]) -> str | None:
         """Publish `items` (their acknowledgements join `acks`); the reason if they can never be delivered."""

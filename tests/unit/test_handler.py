@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from collections.abc import Awaitable
@@ -317,3 +318,42 @@ async def test_offsets_are_tracked_per_partition(h: Harness) -> None:
     await h.send(schedule(), 500, partition=0)
     assert await h.send(add(1), 3, partition=1) == "applied"
     assert h.record().fields == {"total": 1}
+
+
+# --- inputs in flight -----------------------------------------------------------------------
+
+
+class HeldStore(DictStore):
+    """A store whose next write's acknowledgement is held until the test settles it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold: asyncio.Future[None] | None = None
+        self.written: list[bytes] = []
+
+    def put(self, key: bytes, value: bytes) -> Awaitable[None]:
+        self.written.append(value)
+        acked = super().put(key, value)
+        if self.hold is None:
+            return acked
+        acked.close()
+        held, self.hold = self.hold, None
+        return held
+
+
+async def test_a_failed_record_write_is_written_again_as_the_agents_latest_record() -> None:
+    """The next input may write the agent before the last one's write is acknowledged; if that
+    acknowledgement then fails, writing the older record again would take the agent back a turn."""
+    h = Harness(store=HeldStore())
+    store = h.store
+    assert isinstance(store, HeldStore)
+    await h.send(schedule(), 0)
+    store.hold = asyncio.get_running_loop().create_future()
+    failing = store.hold
+    _, first = await h.handler.begin(NAMES.agent_events, 0, 1, b"t-1", add(1).to_bytes())
+    _, second = await h.handler.begin(NAMES.agent_events, 0, 2, b"t-1", add(2).to_bytes())
+    await second
+    failing.set_exception(ConnectionError("the broker dropped the write"))
+    await first
+    assert AgentRecord.from_bytes(store.written[-1]).fields == {"total": 3}
+    assert h.record().fields == {"total": 3}
