@@ -102,6 +102,7 @@ class Bench:
     profile: BrokerProfile
     workdir: Path
     quick: bool
+    memory_agents: int | None = None  # idle agents of the memory row (None: the size's default)
     processes: list[ManagedProcess] = field(default_factory=list)
     rates: dict[str, float] = field(default_factory=dict)  # for ratios between measurements
     failed: bool = False

@@ -108,7 +108,7 @@ def load_row() -> Row:
 
 async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path, load: Row) -> list[Row]:
     profile = await detect_profile(bootstrap)
-    bench = Bench(bootstrap, profile, workdir, args.quick)
+    bench = Bench(bootstrap, profile, workdir, args.quick, memory_agents=args.memory_agents)
     names = [args.only] if args.only else list(MEASUREMENTS)
     try:
         rows = [load, *await run_all(bench, names, lambda text: print(text, file=sys.stderr, flush=True))]
@@ -161,6 +161,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller loads (about a minute)")
     parser.add_argument("--only", choices=list(MEASUREMENTS), help="run one measurement")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder (component logs, state)")
+    parser.add_argument("--memory-agents", type=int, default=None, metavar="N",
+                        help="idle agents held by the memory row (default 10,000, extrapolated to the "
+                             "target's 100,000; 100000 measures the target itself, about 10 min)")
     parser.add_argument("--brokers", default="embedded",
                         help="comma-separated brokers to run on, one after the other: " + ", ".join(BROKERS)
                         + " (default: embedded; ignored when AGENTSTREAM_KAFKA_BOOTSTRAP is set)")

@@ -52,8 +52,8 @@ class Sizes:
     warmup: int  # invocations before W2a/W2b's clock starts (first turns pay one-off costs)
 
 
-# Memory: 100,000 schedules at today's ~112/s would take 15 min, so the full run holds
-# 10,000 and extrapolates per agent to the target's 100,000.
+# Memory: 100,000 schedules take about 10 min, so the full run holds 10,000 and extrapolates
+# per agent to the target's 100,000; `--memory-agents 100000` measures the target's size.
 FULL = Sizes(100, 50, 200, 2_000, (100, 2_000), 3, 10_000, 10)
 QUICK = Sizes(20, 10, 20, 100, (20,), 1, 500, 3)
 
@@ -371,7 +371,7 @@ def folder_bytes(folder: Path) -> int:
 
 async def idle_memory(bench: Bench) -> list[Row]:
     """One processor holds N idle agents: RSS before/after, per agent, and RocksDB bytes per agent."""
-    n = sizes(bench).memory_agents
+    n = bench.memory_agents or sizes(bench).memory_agents
     space = await bench.slice("memory")
     data_dir = bench.workdir / f"{space.prefix}state"
     processor = space.processor(data_dir=data_dir, app=APP)
