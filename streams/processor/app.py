@@ -111,6 +111,20 @@ def changelog_configs(settings: Settings) -> dict[str, str]:
     return {**settings.topic_configs(), **extra}
 
 
+def rocksdb_options() -> dict[str, int]:
+    """RocksDB settings of each table partition (Faust's options for its store).
+
+    Faust's defaults keep up to three 64 MB memtables and a 2 GB block cache per
+    partition: an idle agent's record then stays in memory (and in the uncompressed
+    write-ahead log) until 64 MB have filled, so a processor's memory and disk grew by
+    about 9 kB and 1.25 kB per agent it holds. Small memtables flush early into
+    compressed files and a small block cache bounds what reads keep (the record of an
+    agent in use is read back from the memtable, the block cache or the OS page cache).
+    A fresh dict each time: Faust pops keys from the one it is given.
+    """
+    return {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
+
+
 def create_processor(
     settings: Settings,
     profile: BrokerProfile,
@@ -159,7 +173,7 @@ def create_processor(
         static_member.guard_address(app, settings.instance_id)
     profile.apply_to_faust_app(app)
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
-                      extra_topic_configs=changelog_configs(settings))
+                      extra_topic_configs=changelog_configs(settings), options=rocksdb_options())
     RestorePoint(table).install()
     ChangelogOrder(table).install()  # after the restore point: it hands acknowledgements on to it
     security = kafka_options(settings)
