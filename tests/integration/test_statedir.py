@@ -206,19 +206,13 @@ async def test_a_data_dir_of_another_app_is_set_aside(cluster: Cluster) -> None:
     assert marker["app_id"] == cluster.app_id
 
 
-async def first_run(cluster: Cluster, data_dir: Path, prefix: str) -> list[str]:
-    """A processor on `data_dir` gives 8 agents the notes [0, 1] and stops; returns their IDs."""
-    agents = [f"{prefix}-{i}" for i in range(8)]
+async def test_a_restart_on_the_same_broker_keeps_the_local_state(cluster: Cluster) -> None:
+    data_dir = cluster.tmp / "state"
+    agents = [f"kept-{i}" for i in range(8)]
     first = cluster.processor("first", data_dir=data_dir).start()
     first.wait_ready()
     await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
     first.stop()
-    return agents
-
-
-async def test_a_restart_on_the_same_broker_keeps_the_local_state(cluster: Cluster) -> None:
-    data_dir = cluster.tmp / "state"
-    agents = await first_run(cluster, data_dir, "kept")
     dbs = table_dbs(data_dir)
     assert dbs
 
@@ -267,7 +261,11 @@ async def run_ahead_of_the_changelog(cluster: Cluster, data_dir: Path, **changes
 
 async def test_a_local_table_ahead_of_its_persisted_offset_is_kept(cluster: Cluster) -> None:
     data_dir = cluster.tmp / "state"
-    agents = await first_run(cluster, data_dir, "ahead")
+    agents = [f"ahead-{i}" for i in range(8)]
+    first = cluster.processor("first", data_dir=data_dir).start()
+    first.wait_ready()
+    await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
+    first.stop()
     assert await run_ahead_of_the_changelog(cluster, data_dir) > 0
 
     second = cluster.processor("second", data_dir=data_dir).start()
@@ -280,7 +278,11 @@ async def test_a_local_table_ahead_of_its_persisted_offset_is_kept(cluster: Clus
 
 async def test_a_local_table_with_another_run_at_the_persisted_offset_is_set_aside(cluster: Cluster) -> None:
     data_dir = cluster.tmp / "state"
-    agents = await first_run(cluster, data_dir, "other-run")
+    agents = [f"other-run-{i}" for i in range(8)]
+    first = cluster.processor("first", data_dir=data_dir).start()
+    first.wait_ready()
+    await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
+    first.stop()
     assert await run_ahead_of_the_changelog(cluster, data_dir, run_id="another-run") > 0
 
     second = cluster.processor("second", data_dir=data_dir).start()
