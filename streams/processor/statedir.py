@@ -15,15 +15,10 @@ So before Faust starts we compare the folder with what this processor is about t
 - each local partition's persisted changelog offset must lie below the end offset of that
   changelog partition on the broker; an offset at or past the end means the topic was
   recreated since;
-- and the changelog record at that offset must be the one the local table holds for its
-  key, or an older version of it: a topic recreated and refilled past the old offset has
-  another record there. The local table runs ahead of the persisted offset whenever the
-  process died with writes unacknowledged (the record is written locally first, and the
-  offset moves only on the broker's acknowledgement), so a local value that is a later
-  revision of the same agent run (same agent ID, run ID and creation time) passes; a
-  rebuild for that would cost a restart minutes for an agent with a long changelog.
-  (A record compacted away since still fails this test; the only cost of that is a
-  rebuild from the changelog.)
+- and the changelog record at that offset must be the one the local table holds (same key,
+  same value): a topic recreated and refilled past the old offset has another record there.
+  (A record compacted away since, or rewritten locally after a crash, also fails this test;
+  the only cost of that is a rebuild from the changelog.)
 
 On any mismatch the Faust folders are *moved* to `<data_dir>/stale-<UTC time>/` rather
 than deleted: when the old broker is gone (an embedded broker keeps its topics in memory)
@@ -167,30 +162,6 @@ async def changelog_records_at(
     finally:
         await consumer.stop()
     return found
-
-
-def same_history(local: bytes | None, logged: bytes | None) -> bool:
-    """True if the local value is the changelog's record `logged`, or a later revision of it.
-
-    A later revision is a record of the same agent run (agent ID, run ID and creation time,
-    a microsecond timestamp taken when the run started) with a revision at least as high.
-    Only those identity fields are read, with plain JSON, so records of any format compare.
-    """
-    if local == logged:
-        return True
-    if local is None or logged is None:
-        return False
-    try:
-        mine, theirs = json.loads(local), json.loads(logged)
-    except ValueError:
-        return False
-    if not isinstance(mine, dict) or not isinstance(theirs, dict):
-        return False
-    identity = ("agent_id", "run_id", "created_at")
-    if any(mine.get(name) is None or mine.get(name) != theirs.get(name) for name in identity):
-        return False
-    revisions = mine.get("revision"), theirs.get("revision")
-    return all(isinstance(r, int) for r in revisions) and revisions[0] >= revisions[1]  # type: ignore[operator]
 
 
 def persisted_offset(db_path: Path) -> int | None:
@@ -365,8 +336,7 @@ async def _why_stale(
     at_offsets = await changelog_records_at(bootstrap, topic, known, security=security)
     for partition, offset in sorted(known.items()):
         record = at_offsets[partition]
-        if record is None or record[0] is None or not same_history(local_value(partitions[partition], record[0]),
-                                                                    record[1]):
+        if record is None or record[0] is None or local_value(partitions[partition], record[0]) != record[1]:
             return (
                 f"changelog {topic} partition {partition} holds another record at offset {offset} than the local "
                 "table: the topic was recreated (or compacted) since these tables were written"

@@ -22,13 +22,7 @@ from agentstream.agents import AgentClient
 from agentstream.streams.broker import BrokerProfile, EmbeddedBroker
 from agentstream.streams.devstack import ManagedProcess
 from agentstream.streams.kafka import ensure_topics
-from agentstream.streams.processor.statedir import (
-    KEEP_STALE,
-    changelog_records_at,
-    changelog_topic,
-    persisted_offset,
-    set_aside,
-)
+from agentstream.streams.processor.statedir import KEEP_STALE, set_aside
 from agentstream.streams.settings import Settings
 
 from support import PARTITIONS, Cluster, get_json, poll
@@ -227,70 +221,6 @@ async def test_a_restart_on_the_same_broker_keeps_the_local_state(cluster: Clust
     assert kept["partitions"] == len(dbs)
     assert stale_dirs(data_dir) == []
     assert table_dbs(data_dir) == dbs
-
-
-async def run_ahead_of_the_changelog(cluster: Cluster, data_dir: Path, **changes: object) -> int:
-    """Give each partition's record at its persisted offset a local version one revision later.
-
-    That is what a processor leaves when it dies with a write in RocksDB whose changelog
-    acknowledgement had not come back (the persisted offset moves only on acknowledgements).
-    `changes` also alter the later version (to make it another run's). Returns how many.
-    """
-    import rocksdict
-
-    changed = 0
-    for db_path in table_dbs(data_dir):
-        offset = persisted_offset(db_path)
-        if offset is None:
-            continue
-        partition = int(db_path.stem.rsplit("-", 1)[1])
-        found = (await changelog_records_at(cluster.bootstrap, changelog_topic(cluster.app_id), {partition: offset}))
-        key, logged = found[partition] or (None, None)
-        assert key is not None and logged is not None
-        record = json.loads(logged)
-        later = {**record, "revision": record["revision"] + 1, **changes}
-        db = rocksdict.Rdict(str(db_path), options=rocksdict.Options(raw_mode=True))
-        try:
-            assert db.get(key) == logged
-            db[key] = json.dumps(later).encode()
-        finally:
-            db.close()
-        changed += 1
-    return changed
-
-
-async def test_a_local_table_ahead_of_its_persisted_offset_is_kept(cluster: Cluster) -> None:
-    data_dir = cluster.tmp / "state"
-    agents = [f"ahead-{i}" for i in range(8)]
-    first = cluster.processor("first", data_dir=data_dir).start()
-    first.wait_ready()
-    await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
-    first.stop()
-    assert await run_ahead_of_the_changelog(cluster, data_dir) > 0
-
-    second = cluster.processor("second", data_dir=data_dir).start()
-    second.wait_ready()
-    assert log_entries(second, SET_ASIDE) == []
-    assert len(log_entries(second, KEPT)) == 1
-    assert stale_dirs(data_dir) == []
-    await run_until_agents_hold(cluster, second, agents, [2], [0, 1, 2])
-
-
-async def test_a_local_table_with_another_run_at_the_persisted_offset_is_set_aside(cluster: Cluster) -> None:
-    data_dir = cluster.tmp / "state"
-    agents = [f"other-run-{i}" for i in range(8)]
-    first = cluster.processor("first", data_dir=data_dir).start()
-    first.wait_ready()
-    await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
-    first.stop()
-    assert await run_ahead_of_the_changelog(cluster, data_dir, run_id="another-run") > 0
-
-    second = cluster.processor("second", data_dir=data_dir).start()
-    second.wait_ready()
-    [aside] = log_entries(second, SET_ASIDE)
-    assert "holds another record at offset" in aside["reason"]
-    assert len(stale_dirs(data_dir)) == 1
-    await run_until_agents_hold(cluster, second, agents, [2], [0, 1, 2])  # rebuilt from the changelog
 
 
 async def test_a_data_dir_that_cannot_be_used_is_refused_with_the_folder_and_the_fix(cluster: Cluster) -> None:
