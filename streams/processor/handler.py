@@ -240,20 +240,21 @@ class InputHandler:
     async def _confirmed(self, pending: Pending) -> None:
         """Wait for the broker's acknowledgement; when it reports a failure, write again until one passes."""
         what, ack, again = pending
-        delay, failures = RETRY_FIRST_S, 0
-        while True:
-            try:
-                await ack
-                return
-            except Exception as exc:
-                failures += 1
-                log.warning("retrying after a failure",
-                            extra={"what": what, "failures": failures, "error": f"{type(exc).__name__}: {exc}"})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                ack = await self._retrying(what, again)
-                if ack is None:
+        current: Awaitable[Any] | None = ack
+
+        async def confirm() -> None:
+            nonlocal current
+            if current is None:  # the last write failed: write again
+                current = await again()
+                if current is None:
                     return
+            try:
+                await current
+            except Exception:
+                current = None
+                raise
+
+        await self._retrying(what, confirm)
 
     async def _recover(
         self, key: bytes, record: AgentRecord, stored: bytes, now: datetime, acks: list[Pending]
