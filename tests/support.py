@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -131,3 +132,15 @@ async def poll(check: Callable[[], Any], timeout: float = 60.0, interval: float 
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
+def metric(api_url: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    text = urllib.request.urlopen(f"{api_url}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if not match:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(2))
+    return total

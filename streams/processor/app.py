@@ -170,6 +170,8 @@ def create_processor(
                       extra_topic_configs=changelog_configs(settings), options=rocksdb_options())
     RestorePoint(table).install()
     ChangelogOrder(table).install()  # after the restore point: it hands acknowledgements on to it
+    store = FaustTableStore(table)
+    store.install()  # last: a record reaches RocksDB before the restore point persists its offset
     security = kafka_options(settings)
     if settings.verify_restore:
         RestoreCheck(table, settings.kafka_bootstrap, security).install()
@@ -194,7 +196,7 @@ def create_processor(
         timers=timer_index,
         names=names,
         engine=engine,
-        store=FaustTableStore(table),
+        store=store,
         publisher=publisher,
         metrics=metrics,
         identity=identity,

@@ -1,10 +1,18 @@
 """The processor's store and publisher over Faust: the two things an input waits for.
 
-`FaustTableStore.put` writes the agent's record to RocksDB and to the table's changelog
-and returns the changelog write's acknowledgement, which the input waits for. Faust's own commit
-path flushes its producer buffer for at most 100 ms without progress, so relying on it
-could commit an input's offset before its record reached the changelog (and a new owner
-of the partition would then lose the turn).
+`FaustTableStore.put` sends the agent's record to the table's changelog and returns the
+write's acknowledgement, which the input waits for. Faust's own commit path flushes its
+producer buffer for at most 100 ms without progress, so relying on it could commit an
+input's offset before its record reached the changelog (and a new owner of the partition
+would then lose the turn).
+
+RocksDB receives a record only once the changelog has acknowledged it, just before Faust
+moves the partition's persisted offset past it (quix-streams' checkpoint order): until
+then the record lives in memory, where the next input of the agent reads it. So the local
+table never holds what the changelog does not: a processor killed with writes in flight
+leaves a table that the state-dir check keeps and the changelog continues, instead of one
+ahead of its persisted offset that must be set aside and rebuilt, and the HTTP state API
+(which reads the table) never shows a turn that a crash could still take back.
 
 `FaustPublisher.publish` refuses what can never be delivered — a topic that does not
 exist, a record larger than a message may be — with `UndeliverableError`, instead of
@@ -24,21 +32,63 @@ log = logging.getLogger("agentstream.processor")
 
 
 class FaustTableStore:
-    """`RecordStore` over a Faust table: RocksDB at once, the changelog acknowledged."""
+    """`RecordStore` over a Faust table: written records in memory until the changelog acknowledges
+    them, then in RocksDB."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
+        self._unacknowledged: dict[bytes, tuple[int, bytes]] = {}  # key -> (partition, latest value)
+
+    def install(self) -> None:
+        """Take the table's changelog acknowledgements first (before the persisted offset moves)
+        and learn of every rebalance. Install it after everything else that wraps them."""
+        table = self._table
+        original_sent = table._on_changelog_sent
+        original_rebalance = table.on_rebalance
+
+        def on_changelog_sent(fut: Any) -> None:
+            self.acknowledged(fut)
+            original_sent(fut)
+
+        async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, *args: Any, **kwargs: Any) -> None:
+            self.forget({tp.partition for tp in (*revoked, *newly_assigned)})
+            await original_rebalance(assigned, revoked, newly_assigned, *args, **kwargs)
+
+        table._on_changelog_sent = on_changelog_sent  # the callback `send_changelog` attaches to each write
+        table.on_rebalance = on_rebalance  # what the table manager calls with every new assignment
 
     def get(self, key: bytes) -> bytes | None:
-        return self._table.get(key)  # type: ignore[no-any-return]
+        written = self._unacknowledged.get(key)
+        return written[1] if written is not None else self._table.get(key)
 
     def put(self, key: bytes, value: bytes) -> Any:
-        """Write to RocksDB now; the returned future resolves when the changelog write is acknowledged."""
+        """Send `value` to the changelog; `get` answers it at once, RocksDB has it once acknowledged."""
         table = self._table
-        # What `table[key] = value` does, keeping the changelog future to wait on it.
-        sent = table.send_changelog(table.partition_for_key(key), key, value)
-        table.data[key] = value
+        partition = table.partition_for_key(key)  # the partition of the input being handled
+        sent = table.send_changelog(partition, key, value)
+        self._unacknowledged[key] = (partition, value)
         return sent
+
+    def acknowledged(self, fut: Any) -> None:
+        """A changelog write is on the broker: into RocksDB with it, before its offset is persisted."""
+        try:
+            sent = fut.result()
+        except Exception:  # a failed write stays in memory; the handler writes it again
+            return
+        key, value = fut.message.key, fut.message.value
+        # What `table.data[key] = value` does, for the partition the write went to (there is no
+        # current event in a callback to take it from).
+        store = self._table.data
+        store._db_for_partition(sent.topic_partition.partition).put(key, value)
+        store._key_index[key] = sent.topic_partition.partition
+        latest = self._unacknowledged.get(key)
+        if latest is not None and latest[1] == value:  # no later write of the agent is on its way
+            del self._unacknowledged[key]
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked or about to be restored: their records come from RocksDB and the changelog."""
+        for key in [k for k, (p, _) in self._unacknowledged.items() if p in partitions]:
+            del self._unacknowledged[key]
 
 
 class FaustPublisher:

@@ -13,7 +13,7 @@ from agentstream.agents import AgentClient
 from agentstream.streams.settings import Settings
 from agentstream.topics import AgentStatus
 
-from support import Cluster, get_json, poll
+from support import Cluster, get_json, metric, poll
 
 pytestmark = pytest.mark.integration
 
@@ -48,22 +48,6 @@ async def schedule_and_note(cluster: Cluster, agent_ids: list[str], notes_per_ag
         for n in range(notes_per_agent):
             for agent_id in agent_ids:
                 await client.send_agent_event(agent_id, "note", {"n": n})
-
-
-def metric(api_url: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"{api_url}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
 
 
 async def test_interleaved_events_for_50_agents_land_in_order_in_their_own_records(cluster: Cluster) -> None:

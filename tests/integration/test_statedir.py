@@ -25,7 +25,7 @@ from agentstream.streams.kafka import ensure_topics
 from agentstream.streams.processor.statedir import KEEP_STALE, set_aside
 from agentstream.streams.settings import Settings
 
-from support import PARTITIONS, Cluster, get_json, poll
+from support import PARTITIONS, Cluster, get_json, metric, poll
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +221,30 @@ async def test_a_restart_on_the_same_broker_keeps_the_local_state(cluster: Clust
     assert kept["partitions"] == len(dbs)
     assert stale_dirs(data_dir) == []
     assert table_dbs(data_dir) == dbs
+
+
+async def test_a_processor_killed_with_writes_in_flight_leaves_a_table_the_restart_keeps(cluster: Cluster) -> None:
+    """RocksDB gets a record only once the changelog has it, so a SIGKILL under load leaves no
+    local record ahead of the persisted offset: the restart keeps the folder (it used to set it
+    aside and rebuild every agent from the changelog) and every note is applied exactly once."""
+    data_dir = cluster.tmp / "state"
+    agents = [f"busy-{i}" for i in range(4)]
+    notes = list(range(300))
+    first = cluster.processor("first", data_dir=data_dir).start()
+    first.wait_ready()
+    await run_until_agents_hold(cluster, first, agents, [], [])
+    await record_notes(cluster, first.url, agents, notes)
+    await poll(lambda: metric(first.url, "agentstream_inputs_total", outcome="applied") >= 100,
+               what="the processor busy with the notes")
+    first.kill()
+
+    second = cluster.processor("second", data_dir=data_dir).start()
+    second.wait_ready()
+    assert log_entries(second, SET_ASIDE) == []
+    assert len(log_entries(second, KEPT)) == 1
+    await poll(lambda: all(notes_of(second.url, a) == notes for a in agents), timeout=60,
+               what="every agent holds each note once, in order")
+    assert metric(second.url, "agentstream_inputs_total", outcome="applied") > 0, "the kill came mid-stream"
 
 
 async def test_a_data_dir_that_cannot_be_used_is_refused_with_the_folder_and_the_fix(cluster: Cluster) -> None:

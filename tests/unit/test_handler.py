@@ -357,3 +357,22 @@ async def test_a_failed_record_write_is_written_again_as_the_agents_latest_recor
     await first
     assert AgentRecord.from_bytes(store.written[-1]).fields == {"total": 3}
     assert h.record().fields == {"total": 3}
+
+
+async def test_a_result_waiter_is_woken_once_the_ending_turn_is_durable_not_before() -> None:
+    """`GET /agents/{id}/result?wait=` answers from the stored record, which holds the ending turn
+    only once its write is acknowledged; waking the request at apply time answered "running"."""
+    h = Harness(store=HeldStore())
+    store = h.store
+    assert isinstance(store, HeldStore)
+    await h.send(schedule(), 0)
+    store.hold = asyncio.get_running_loop().create_future()
+    held = store.hold
+    with h.handler.results.watching("t-1") as ended:
+        _, durable = await h.handler.begin(NAMES.agent_events, 0, 1, b"t-1", CancelAgent(agent_id="t-1").to_bytes())
+        confirming = asyncio.ensure_future(durable)
+        await asyncio.sleep(0)
+        assert not ended.done()
+        held.set_result(None)
+        await confirming
+        assert ended.done()
