@@ -44,6 +44,12 @@ from .web import register_views
 
 TABLE_NAME = "agents"
 PARTITION_CHECK_S = 10.0  # how often a processor checks that its inputs kept their partition count
+# How often handled inputs are committed (Faust's default is 2.8 s). Every input not yet
+# committed when a processor dies is read again by the next owner and costs a turn's
+# overhead to recognise as a duplicate: with 2.8 s, a restart a few seconds after the last
+# one re-read a thousand inputs (W3 at H=2,000 took 2 s longer than at H=100). A commit is
+# one request, so committing often is cheap.
+COMMIT_INTERVAL_S = 0.5
 log = logging.getLogger("agentstream.processor")
 
 
@@ -160,6 +166,7 @@ def create_processor(
         logging_config=logging_config(settings.log_format, settings.log_level, secret_values(settings)),
         broker_credentials=faust_credentials(settings),
         consumer_group_instance_id=settings.instance_id,
+        broker_commit_interval=COMMIT_INTERVAL_S,
         **profile.faust_options(),
     )
     protect(app, settings.api_token.get_secret_value() if settings.api_token else None)
