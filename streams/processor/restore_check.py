@@ -2,9 +2,10 @@
 
 After each restore, before inputs flow, every active partition of the changelog is read
 from its start and the last record of each agent compared with the local table. A table
-record *ahead* of the changelog is expected after a crash (the table is written before the
-changelog acknowledges; the input was not committed, and the first input to touch the
-agent writes the record again), so it is only noted. A record *behind* (or beside) the
+record *ahead* of the changelog is only noted: the store writes RocksDB once the changelog
+has acknowledged a record (publish.py), so it should not occur, and where it did (before
+that, after every crash under load) the input was not committed and the first input to
+touch the agent writes the record again. A record *behind* (or beside) the
 changelog means the restore lost or reordered writes: it is logged as an error with
 everything known about it (both records' progress, the restore point, Faust's highwater)
 and repaired from the changelog. It costs a full read of the owned partitions
