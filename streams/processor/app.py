@@ -31,7 +31,7 @@ from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
 from .positions import InputPositions, read_range
-from . import metadata_fix, recovery_fix, static_member
+from . import commit_fix, metadata_fix, recovery_fix, static_member
 from .publish import FaustPublisher, FaustTableStore
 from .changelog_order import ChangelogOrder
 from .restore_check import RestoreCheck
@@ -148,6 +148,7 @@ def create_processor(
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
     profile.apply_to_faust()
     recovery_fix.install()
+    commit_fix.install()  # commits keep going under sustained load
     metadata_fix.install()  # a changelog Faust just created may be missing from the first metadata
     app = faust.App(
         settings.app_id,
