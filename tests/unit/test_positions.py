@@ -36,15 +36,3 @@ def test_a_new_rebalance_takes_the_positions_from_the_records_again() -> None:
     stored[:] = [record(events=9)]  # another processor applied up to 9 meanwhile
     assert positions.missed(1, EVENTS, 12) == 4  # same generation: the position kept in memory
     assert positions.missed(2, EVENTS, 10) is None  # rebalance: rescanned, 10 is next
-
-
-def test_the_first_input_of_a_partition_after_each_rebalance_settles_everything_below_it() -> None:
-    # Faust commits a partition only up to the first offset it did not see acked; inputs it
-    # dropped as already read must be reported done once, with the partition's first input.
-    positions = InputPositions(scan=lambda: [record(events=2)])
-    assert positions.missed(1, EVENTS, 3) is None
-    assert positions.settled(EVENTS)
-    assert not positions.settled(EVENTS)  # once per rebalance
-    assert positions.settled("t.step-results#0")  # each partition on its own
-    assert positions.missed(2, EVENTS, 3) is None  # the record's position again, after the rebalance
-    assert positions.settled(EVENTS)  # a new rebalance: again
