@@ -243,8 +243,6 @@ def create_processor(
                                                    skipped_from, message.offset, reader_options):
                         await handler.handle(missed.topic, missed.partition, missed.offset, missed.key, missed.value)
                         positions.handled(source, missed.offset)
-                if positions.settled(source):  # Faust commits only past offsets it saw acked: all below are done
-                    await app.consumer._add_gap(message.tp, 0, message.offset - 1)  # type: ignore[attr-defined]
                 _, durable = await handler.begin(message.topic, message.partition, message.offset, event.key,
                                                  event.value)
                 positions.handled(source, message.offset)

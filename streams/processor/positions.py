@@ -14,13 +14,6 @@ and then kept up to date as inputs are handled. An input that arrives beyond its
 partition's position means inputs in between were skipped: they are read directly from
 the broker (`read_range`) and handled first, in order; inputs read twice are recognised
 by de-duplication.
-
-Faust's commit must learn the same thing: the inputs it dropped as "already read" were
-never acked, and it commits only up to the first offset nobody acked, so the commit of
-that partition stopped for good (the bench's restart row: inputs still uncommitted
-minutes after a restart). With the first input of each partition after a rebalance,
-every offset below it is either in the records or was just read again, so it is all
-reported done (`settled`).
 """
 
 from __future__ import annotations
@@ -46,7 +39,6 @@ class InputPositions:
     scan: Callable[[], Iterable[bytes]]
     _generation: object = None
     _next: dict[str, int] = field(default_factory=dict)
-    _settled: set[str] = field(default_factory=set)
 
     def missed(self, generation: object, source: str, offset: int) -> int | None:
         """The first offset skipped before `offset` of `source`, or None if nothing was
@@ -54,17 +46,8 @@ class InputPositions:
         if generation != self._generation:
             self._generation = generation
             self._next = self._from_records()
-            self._settled = set()
         expected = self._next.get(source)
         return expected if expected is not None and offset > expected else None
-
-    def settled(self, source: str) -> bool:
-        """True for the first input of `source` since the last rebalance (then False): the
-        moment to report every offset below it done (call after `missed` and its re-reads)."""
-        if source in self._settled:
-            return False
-        self._settled.add(source)
-        return True
 
     def handled(self, source: str, offset: int) -> None:
         self._next[source] = max(self._next.get(source, 0), offset + 1)
