@@ -341,15 +341,19 @@ class HeldStore(DictStore):
         return held
 
 
+async def scheduled_with_next_write_held() -> tuple[Harness, HeldStore, asyncio.Future[None]]:
+    """A harness whose agent t-1 is scheduled; the acknowledgement of its next write waits for the test."""
+    store = HeldStore()
+    h = Harness(store=store)
+    await h.send(schedule(), 0)
+    store.hold = asyncio.get_running_loop().create_future()
+    return h, store, store.hold
+
+
 async def test_a_failed_record_write_is_written_again_as_the_agents_latest_record() -> None:
     """The next input may write the agent before the last one's write is acknowledged; if that
     acknowledgement then fails, writing the older record again would take the agent back a turn."""
-    h = Harness(store=HeldStore())
-    store = h.store
-    assert isinstance(store, HeldStore)
-    await h.send(schedule(), 0)
-    store.hold = asyncio.get_running_loop().create_future()
-    failing = store.hold
+    h, store, failing = await scheduled_with_next_write_held()
     _, first = await h.handler.begin(NAMES.agent_events, 0, 1, b"t-1", add(1).to_bytes())
     _, second = await h.handler.begin(NAMES.agent_events, 0, 2, b"t-1", add(2).to_bytes())
     await second
@@ -362,12 +366,7 @@ async def test_a_failed_record_write_is_written_again_as_the_agents_latest_recor
 async def test_a_result_waiter_is_woken_once_the_ending_turn_is_durable_not_before() -> None:
     """`GET /agents/{id}/result?wait=` answers from the stored record, which holds the ending turn
     only once its write is acknowledged; waking the request at apply time answered "running"."""
-    h = Harness(store=HeldStore())
-    store = h.store
-    assert isinstance(store, HeldStore)
-    await h.send(schedule(), 0)
-    store.hold = asyncio.get_running_loop().create_future()
-    held = store.hold
+    h, _, held = await scheduled_with_next_write_held()
     with h.handler.results.watching("t-1") as ended:
         _, durable = await h.handler.begin(NAMES.agent_events, 0, 1, b"t-1", CancelAgent(agent_id="t-1").to_bytes())
         confirming = asyncio.ensure_future(durable)
