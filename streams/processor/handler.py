@@ -129,9 +129,9 @@ class InputHandler:
         started = time.perf_counter()
         origin = Origin(topic, partition, offset, key, value)
         acks: list[Pending] = []
-        durable: list[Callable[[], None]] = []  # what to do once the writes are on the broker
+        on_durable: list[Callable[[], None]] = []  # what to do once the writes are on the broker
         try:
-            label = await self._handle(origin, acks, durable)
+            label = await self._handle(origin, acks, on_durable)
         except Exception as exc:  # the last resort: still one recorded outcome for the input
             log.exception("input handling failed", extra={"topic": topic, "partition": partition, "offset": offset})
             label = await self._reject(origin, "processor_error", f"the processor failed on this record: "
@@ -141,9 +141,11 @@ class InputHandler:
                                               "agent_id": (key or b"").decode(errors="replace"), "outcome": label})
         self._metrics.inputs.labels(self._sources.get(topic, topic), label).inc()
         self._metrics.turn_seconds.observe(time.perf_counter() - started)
-        return label, self._all_confirmed(key, acks, durable)
+        return label, self._all_confirmed(key, acks, on_durable)
 
-    async def _all_confirmed(self, key: bytes | None, acks: list[Pending], then: list[Callable[[], None]]) -> None:
+    async def _all_confirmed(
+        self, key: bytes | None, acks: list[Pending], on_durable: list[Callable[[], None]]
+    ) -> None:
         try:
             for pending in acks:
                 await self._confirmed(pending)
@@ -151,10 +153,10 @@ class InputHandler:
             if key is not None:
                 self._settled.pop(key, None)
             raise
-        for done in then:
+        for done in on_durable:
             done()
 
-    async def _handle(self, origin: Origin, acks: list[Pending], durable: list[Callable[[], None]]) -> str:
+    async def _handle(self, origin: Origin, acks: list[Pending], on_durable: list[Callable[[], None]]) -> str:
         try:
             message: Envelope = (
                 decode_step_result(origin.value) if origin.topic == self._names.step_results
@@ -200,7 +202,7 @@ class InputHandler:
         if outcome.record is not None:
             self.timers.track_record(outcome.record)
             # A result is answered from the stored record, which holds the turn once it is durable.
-            durable.append(partial(self.results.changed, outcome.record.agent_id, outcome.record.status.value))
+            on_durable.append(partial(self.results.changed, outcome.record.agent_id, outcome.record.status.value))
         return outcome.label
 
     # -- the steps of a record's life ------------------------------------------------------
