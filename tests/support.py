@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.streams.broker import BrokerProfile
 from agentstream.streams.devstack import ManagedProcess, component
+from agentstream.streams.kafka import admin_client
 from agentstream.topics import TopicNames
 
 APPS = Path(__file__).parent / "apps"
@@ -92,6 +93,20 @@ class Cluster:
         finally:
             await consumer.stop()
         return values
+
+
+async def uncommitted(cluster: Cluster, topic: str) -> int:
+    """Inputs of `topic` past the processors' committed offsets."""
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    async with admin_client(cluster.bootstrap) as admin:
+        committed = await admin.list_consumer_group_offsets(cluster.app_id, partitions=partitions)
+    return sum(end - max(committed[tp].offset if tp in committed else 0, 0) for tp, end in ends.items())
 
 
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:

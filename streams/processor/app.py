@@ -40,11 +40,12 @@ from .metrics import ProcessorMetrics
 from .timers import TimerIndex, TimerService
 from .views import PublicViews
 from .window import InputWindow
+from .commits import InputCommits
 from .web import register_views
 
 TABLE_NAME = "agents"
 PARTITION_CHECK_S = 10.0  # how often a processor checks that its inputs kept their partition count
-# How often handled inputs are committed (Faust's default is 2.8 s). Every input not yet
+# How often handled inputs are committed (commits.py; Faust's default is 2.8 s). Every input not yet
 # committed when a processor dies is read again by the next owner and costs a turn's
 # overhead to recognise as a duplicate: with 2.8 s, a restart a few seconds after the last
 # one re-read a thousand inputs (W3 at H=2,000 took 2 s longer than at H=100). A commit is
@@ -167,7 +168,6 @@ def create_processor(
         logging_config=logging_config(settings.log_format, settings.log_level, secret_values(settings)),
         broker_credentials=faust_credentials(settings),
         consumer_group_instance_id=settings.instance_id,
-        broker_commit_interval=COMMIT_INTERVAL_S,
         **profile.faust_options(),
     )
     protect(app, settings.api_token.get_secret_value() if settings.api_token else None)
@@ -218,21 +218,24 @@ def create_processor(
     for status in AgentStatus:
         metrics.agents.labels(status.value).set_function(partial(_count_of, timer_index, status.value))
 
-    inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes)
+    # Faust's acks are off: the processor commits its inputs itself (commits.py says why).
+    inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes, acks=False)
     positions = InputPositions(scan=lambda: (value for _, value in table.items()))
     reader_options = {**{k: v for k, v in profile.consumer_options().items() if k == "fetch_max_wait_ms"}, **security}
+    commits: InputCommits[Any] = InputCommits()
+    window: InputWindow[Any] = InputWindow(commits.done, commits.lost)  # an input is done once its writes are acknowledged
+
+    async def commit(offsets: dict[Any, int]) -> bool:
+        return bool(await app.consumer._commit_offsets(offsets))  # type: ignore[attr-defined]
 
     @app.agent(inputs, name="agentstream.inputs")
     async def apply_inputs(stream: faust.StreamT[bytes]) -> None:
-        # Acks are ours: an input counts as done (its offset may be committed) only once
-        # `handle` has recorded its outcome. Faust's automatic ack also fires when the stream
-        # is closed or cancelled in the middle of an event (a rebalance, a stop), which would
-        # commit an input that was never applied.
-        manual: Any = stream.noack()  # type: ignore[attr-defined]  # StreamT omits it; faust.Stream has it
-        window = InputWindow(manual.ack)  # acks each input once its writes are acknowledged, in order
+        # Each input takes its place in the window first, so a rebalance or a stop waits for it too
+        # (wait_for_inputs); it is committed once it and every input before it are durable.
         try:
-            async for event in manual.events():
+            async for event in stream.events():
                 message = event.message
+                place = await window.add(message.tp, message.offset)
                 source = f"{message.topic}#{message.partition}"
                 skipped_from = positions.missed(app.rebalancing_count, source, message.offset)
                 if skipped_from is not None:  # the consumer skipped inputs the records do not reflect: first those
@@ -246,9 +249,28 @@ def create_processor(
                 _, durable = await handler.begin(message.topic, message.partition, message.offset, event.key,
                                                  event.value)
                 positions.handled(source, message.offset)
-                await window.add(event, durable)
+                place.began(durable)
         finally:
             await window.close()
+
+    @app.timer(interval=COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def commit_inputs() -> None:
+        await commits.commit(app.consumer.assignment(), commit)
+
+    wait_for_streams = app._consumer_wait_empty
+
+    async def wait_for_inputs(consumer: Any, logger: Any) -> None:
+        """Where Faust waits for its streams before partitions move and before it stops: every
+        input taken is made durable and committed (else the next owner reads it again)."""
+        await wait_for_streams(consumer, logger)
+        await window.flushed()
+        await commits.commit(consumer.assignment(), commit)
+
+    app._consumer_wait_empty = wait_for_inputs  # type: ignore[method-assign]
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers narrower than it calls them
+    async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        commits.revoked(args[0])
 
     async def send_timer(fired: TimerFired) -> None:
         await publisher.publish(names.agent_events, fired.key, fired.to_bytes())

@@ -7,8 +7,8 @@ never returns and no offset is committed for as long as the load lasts: in the b
 `restart` row, 10,014 of 10,014 inputs of a 30 s burst were still uncommitted at the
 kill, with a 0.5 s commit interval, and the next owner read every one of them again.
 
-An input is acked (so its offset may be committed) only once its own writes are
-acknowledged (window.py), so the commit does not need the flush for correctness at all;
+An input is committed only once its own writes are acknowledged (window.py,
+commits.py), so the commit does not need the flush for correctness at all;
 it only has to stop blocking. A flush now sends what was buffered when it was called.
 """
 

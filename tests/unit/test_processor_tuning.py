@@ -1,4 +1,4 @@
-"""The processor's tuning of Faust: frequent commits, small RocksDB memory per partition.
+"""The processor's tuning of Faust: small RocksDB memory per partition.
 
 Each table partition's RocksDB keeps small memtables and a small block cache. With
 Faust's defaults (three 64 MB memtables and a 2 GB block cache per partition) an idle
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentstream.streams.broker import BrokerProfile
-from agentstream.streams.processor.app import COMMIT_INTERVAL_S, create_processor, rocksdb_options
+from agentstream.streams.processor.app import create_processor, rocksdb_options
 from agentstream.streams.settings import Settings
 
 
@@ -41,11 +41,3 @@ def test_each_call_gives_a_fresh_dict() -> None:
     first.pop("write_buffer_size")  # what Faust's store does with the dict it is given
     assert "write_buffer_size" in rocksdb_options()
 
-
-
-async def test_handled_inputs_are_committed_every_half_second(tmp_path: Path) -> None:
-    # Inputs not committed when a processor dies are read again by the next owner (each costs a
-    # turn's overhead to recognise as a duplicate); Faust's default waits 2.8 s between commits.
-    processor = create_processor(Settings(data_dir=tmp_path, app_id="commits"), BrokerProfile.real_kafka(), 4,
-                                 http_port=6099)
-    assert processor.app.conf.broker_commit_interval == COMMIT_INTERVAL_S == 0.5

@@ -1,0 +1,65 @@
+"""The processor commits every input it handled, including those it had to read again itself.
+
+When the consumer skips inputs (a fetch answered for an old position after a seek; see
+positions.py), the processor reads them directly and handles them first. Faust never
+saw those inputs, so with its own commit bookkeeping the partition's commit stayed at
+the first skipped one for good: nothing was lost, but the lag grew and every restart
+re-read everything since. The skip is reproduced by `tests/apps/skipping.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agentstream.agents import AgentClient
+from agentstream.streams.settings import Settings
+
+from support import Cluster, get_json, metric, poll, uncommitted
+
+pytestmark = pytest.mark.integration
+
+AGENTS = [f"skipped-{i}" for i in range(6)]  # spread over the partitions
+
+
+def notes_of(api_url: str, agent_id: str) -> list[int] | None:
+    status, body = get_json(f"{api_url}/agents/{agent_id}")
+    return body["fields"]["notes"] if status == 200 else None
+
+
+async def send_notes(cluster: Cluster, notes: range, schedule: bool = False) -> None:
+    settings = Settings(kafka_bootstrap=cluster.bootstrap, topic_prefix=cluster.prefix)
+    async with AgentClient(settings) as client:
+        for agent_id in AGENTS:
+            if schedule:
+                await client.schedule_agent("Recorder", agent_id)
+            for n in notes:
+                await client.send_agent_event(agent_id, "note", {"n": n})
+
+
+async def all_committed(cluster: Cluster, timeout: float) -> None:
+    """Until no input of `agent-events` lies past the processors' committed offsets."""
+    left: list[int] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := [*left, await uncommitted(cluster, cluster.names.agent_events)])[-1] > 0:
+        assert asyncio.get_running_loop().time() < deadline, f"inputs still uncommitted, last checks: {left[-5:]}"
+        await asyncio.sleep(0.2)
+
+
+async def test_inputs_the_consumer_skipped_are_handled_and_committed(cluster: Cluster) -> None:
+    data_dir = cluster.tmp / "state"
+    first = cluster.processor("first", data_dir=data_dir).start()
+    first.wait_ready()
+    await send_notes(cluster, range(5), schedule=True)
+    await poll(lambda: all(notes_of(first.url, a) == list(range(5)) for a in AGENTS), what="the first notes applied")
+    await all_committed(cluster, timeout=30)
+    first.stop()
+
+    await send_notes(cluster, range(5, 15))  # while no processor runs: the next one starts at the commit
+    second = cluster.processor("second", data_dir=data_dir, app="skipping", env={"AGENTSTREAM_TEST_SKIP": "4"}).start()
+    second.wait_ready()
+    await poll(lambda: all(notes_of(second.url, a) == list(range(15)) for a in AGENTS), timeout=60,
+               what="every note applied once, in order")
+    assert metric(second.url, "agentstream_input_rewinds_total") > 0, "the consumer skipped inputs"
+    await all_committed(cluster, timeout=30)
