@@ -31,7 +31,7 @@ from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
 from .positions import InputPositions, read_range
-from . import commit_fix, metadata_fix, recovery_fix, static_member
+from . import metadata_fix, recovery_fix, static_member
 from .publish import FaustPublisher, FaustTableStore
 from .changelog_order import ChangelogOrder
 from .restore_check import RestoreCheck
@@ -149,7 +149,6 @@ def create_processor(
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
     profile.apply_to_faust()
     recovery_fix.install()
-    commit_fix.install()  # commits keep going under sustained load
     metadata_fix.install()  # a changelog Faust just created may be missing from the first metadata
     app = faust.App(
         settings.app_id,
@@ -226,7 +225,12 @@ def create_processor(
     window: InputWindow[Any] = InputWindow(commits.done, commits.lost)  # an input is done once its writes are acknowledged
 
     async def commit(offsets: dict[Any, int]) -> bool:
-        return bool(await app.consumer._commit_offsets(offsets))  # type: ignore[attr-defined]
+        """Straight to the broker. Faust's own commit first flushes the producer, which under load
+        took 0.5-1.3 s per commit; what is committed here is durable already."""
+        if not await app.consumer._commit(offsets):  # type: ignore[attr-defined]
+            return False
+        app.monitor.on_tp_commit(offsets)  # Faust's committed-offset gauge
+        return True
 
     @app.agent(inputs, name="agentstream.inputs")
     async def apply_inputs(stream: faust.StreamT[bytes]) -> None:
