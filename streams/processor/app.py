@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import faust
+from faust.types import TP
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
@@ -219,7 +220,12 @@ def create_processor(
 
     # Faust's acks are off: the processor commits its inputs itself (commits.py says why).
     inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes, acks=False)
-    positions = InputPositions(scan=lambda: (value for _, value in table.items()))
+    def committed(source: str) -> int | None:  # as Faust read it when the partition was assigned
+        topic, _, partition = source.rpartition("#")
+        offset = app.consumer._committed_offset.get(TP(topic, int(partition)))  # type: ignore[attr-defined]
+        return offset if isinstance(offset, int) else None
+
+    positions = InputPositions(scan=lambda: (value for _, value in table.items()), committed=committed)
     reader_options = {**{k: v for k, v in profile.consumer_options().items() if k == "fetch_max_wait_ms"}, **security}
     commits: InputCommits[Any] = InputCommits()
     window: InputWindow[Any] = InputWindow(commits.done, commits.lost)  # an input is done once its writes are acknowledged

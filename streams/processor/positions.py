@@ -14,6 +14,11 @@ and then kept up to date as inputs are handled. An input that arrives beyond its
 partition's position means inputs in between were skipped: they are read directly from
 the broker (`read_range`) and handled first, in order; inputs read twice are recognised
 by de-duplication.
+
+A partition's committed offset bounds its position from above as well: every input
+before it is durable (commits.py), but the records only say where the latest applied
+input was, and an earlier input of another agent may have been lost with a crash. So
+the first input of a partition after a rebalance is expected at the lower of the two.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ class InputPositions:
     """The next offset each input source (`topic#partition`) must deliver."""
 
     scan: Callable[[], Iterable[bytes]]
+    committed: Callable[[str], int | None] = lambda source: None  # the group's committed offset, when known
     _generation: object = None
     _next: dict[str, int] = field(default_factory=dict)
+    _bounded: set[str] = field(default_factory=set)  # sources whose committed offset was taken into account
 
     def missed(self, generation: object, source: str, offset: int) -> int | None:
         """The first offset skipped before `offset` of `source`, or None if nothing was
@@ -46,6 +53,12 @@ class InputPositions:
         if generation != self._generation:
             self._generation = generation
             self._next = self._from_records()
+            self._bounded = set()
+        if source not in self._bounded:  # its first input since the rebalance: nothing of it committed since
+            self._bounded.add(source)
+            committed = self.committed(source)
+            if committed is not None and committed < self._next.get(source, committed + 1):
+                self._next[source] = committed
         expected = self._next.get(source)
         return expected if expected is not None and offset > expected else None
 
