@@ -220,6 +220,7 @@ def create_processor(
 
     # Faust's acks are off: the processor commits its inputs itself (commits.py says why).
     inputs = app.topic(names.agent_events, names.step_results, key_type=bytes, value_type=bytes, acks=False)
+
     def committed(source: str) -> int | None:  # as Faust read it when the partition was assigned
         topic, _, partition = source.rpartition("#")
         offset = app.consumer._committed_offset.get(TP(topic, int(partition)))  # type: ignore[attr-defined]

@@ -1,21 +1,21 @@
 """How far each input partition is committed: the processor's own bookkeeping, not Faust's.
 
 Faust commits what its stream acked, from a sorted list of acked offsets per partition,
-and two things stalled it for good after a restart (a partition's committed offset
-stayed put while its lag grew; nothing was lost, but every restart re-read it all):
-- inputs the processor reads again itself (`positions.read_range`, after the consumer
-  skipped them) never pass through Faust's stream, so they are never acked there; Faust
-  then refuses to commit while its first acked offset lies more than one past its
-  committed one, and that never changes;
-- offsets acked twice across a rebalance, or merged in from its "gap" list, left the
-  list in a state where the commit stopped at the same offset on every tick.
+and after a restart that commit could stay put for good (nothing was lost, but the lag
+grew and every restart read it all again). One cause is reproduced by
+tests/integration/test_commits.py: inputs the processor reads again itself
+(`positions.read_range`, after the consumer skipped them) never pass through Faust's
+stream, so they are never acked there, and Faust refuses to commit while its first
+acked offset lies more than one past its committed one. Stop 18's logs also showed a
+commit stuck with acks missing and no skip at all, which was never explained.
 
 The processor knows better: its input window reports inputs done in arrival order,
 each once its writes are acknowledged (window.py), and every input before it on its
 partition was handled first (positions.py). So the offset to commit for a partition is
-simply one past the last input reported done. Faust's acks are off for the input
-topics; the processor commits from here every `interval`, and once more when its
-partitions are revoked, after every input in flight is done.
+one past the last input reported done. Faust's acks are off for the input topics; the
+processor commits from here every 0.5 s, and once more wherever Faust waits for its
+streams (before its partitions are revoked, and before it stops), after every input
+in flight is done.
 """
 
 from __future__ import annotations
