@@ -10,13 +10,13 @@ re-read everything since. The skip is reproduced by `tests/apps/skipping.py`.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agentstream.agents import AgentClient
 from agentstream.streams.settings import Settings
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from support import PARTITIONS, Cluster, get_json, metric, poll, uncommitted
 from test_statedir import log_entries
@@ -50,7 +50,8 @@ async def all_committed(cluster: Cluster, timeout: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_inputs_the_consumer_skipped_are_handled_and_committed(cluster: Cluster) -> None:
+async def first_run(cluster: Cluster) -> Path:
+    """A processor applies notes 0-4 to every agent, commits them all and stops; returns its data dir."""
     data_dir = cluster.tmp / "state"
     first = cluster.processor("first", data_dir=data_dir).start()
     first.wait_ready()
@@ -58,6 +59,11 @@ async def test_inputs_the_consumer_skipped_are_handled_and_committed(cluster: Cl
     await poll(lambda: all(notes_of(first.url, a) == list(range(5)) for a in AGENTS), what="the first notes applied")
     await all_committed(cluster, timeout=30)
     first.stop()
+    return data_dir
+
+
+async def test_inputs_the_consumer_skipped_are_handled_and_committed(cluster: Cluster) -> None:
+    data_dir = await first_run(cluster)
 
     await send_notes(cluster, range(5, 15))  # while no processor runs: the next one starts at the commit
     second = cluster.processor("second", data_dir=data_dir, app="skipping", env={"AGENTSTREAM_TEST_SKIP": "4"}).start()
@@ -71,13 +77,7 @@ async def test_inputs_the_consumer_skipped_are_handled_and_committed(cluster: Cl
 async def test_inputs_skipped_before_the_records_position_are_read_again_from_the_commit(cluster: Cluster) -> None:
     """The records say where the latest applied input of a partition was; an input of another agent before
     it may have been lost with a crash (the commit stops there). Skips after the commit are caught too."""
-    data_dir = cluster.tmp / "state"
-    first = cluster.processor("first", data_dir=data_dir).start()
-    first.wait_ready()
-    await send_notes(cluster, range(5), schedule=True)
-    await poll(lambda: all(notes_of(first.url, a) == list(range(5)) for a in AGENTS), what="the notes applied")
-    await all_committed(cluster, timeout=30)
-    first.stop()
+    data_dir = await first_run(cluster)
     ends = {f"{cluster.names.agent_events}#{p}": n for p, n in (await end_offsets(cluster)).items() if n >= 3}
 
     # The commit 3 behind the records (as if the input there was lost), and 2 inputs after it skipped.
