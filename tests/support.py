@@ -109,6 +109,15 @@ async def uncommitted(cluster: Cluster, topic: str) -> int:
     return sum(end - max(committed[tp].offset if tp in committed else 0, 0) for tp, end in ends.items())
 
 
+async def all_committed(cluster: Cluster, timeout: float, interval: float = 0.2) -> None:
+    """Until no input of `agent-events` lies past the processors' committed offsets; fail after `timeout`."""
+    left: list[int] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := [*left, await uncommitted(cluster, cluster.names.agent_events)])[-1] > 0:
+        assert asyncio.get_running_loop().time() < deadline, f"inputs still uncommitted, last checks: {left[-5:]}"
+        await asyncio.sleep(interval)
+
+
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
     """(status, JSON body or None); status 0 when nothing answered."""
     try:

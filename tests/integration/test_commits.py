@@ -9,7 +9,6 @@ re-read everything since. The skip is reproduced by `tests/apps/skipping.py`.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agentstream.agents import AgentClient
 from agentstream.streams.settings import Settings
 
-from support import PARTITIONS, Cluster, get_json, metric, poll, uncommitted
+from support import PARTITIONS, Cluster, all_committed, get_json, metric, poll
 from test_statedir import log_entries
 
 pytestmark = pytest.mark.integration
@@ -39,15 +38,6 @@ async def send_notes(cluster: Cluster, notes: range, schedule: bool = False) -> 
                 await client.schedule_agent("Recorder", agent_id)
             for n in notes:
                 await client.send_agent_event(agent_id, "note", {"n": n})
-
-
-async def all_committed(cluster: Cluster, timeout: float) -> None:
-    """Until no input of `agent-events` lies past the processors' committed offsets."""
-    left: list[int] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (left := [*left, await uncommitted(cluster, cluster.names.agent_events)])[-1] > 0:
-        assert asyncio.get_running_loop().time() < deadline, f"inputs still uncommitted, last checks: {left[-5:]}"
-        await asyncio.sleep(0.2)
 
 
 async def first_run(cluster: Cluster) -> Path:

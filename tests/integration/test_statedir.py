@@ -25,7 +25,7 @@ from agentstream.streams.kafka import ensure_topics
 from agentstream.streams.processor.statedir import KEEP_STALE, set_aside
 from agentstream.streams.settings import Settings
 
-from support import PARTITIONS, Cluster, get_json, metric, poll, uncommitted
+from support import PARTITIONS, Cluster, all_committed, get_json, metric, poll
 
 pytestmark = pytest.mark.integration
 
@@ -245,16 +245,7 @@ async def test_a_processor_killed_with_writes_in_flight_leaves_a_table_the_resta
     await poll(lambda: all(notes_of(second.url, a) == notes for a in agents), timeout=60,
                what="every agent holds each note once, in order")
     assert metric(second.url, "agentstream_inputs_total", outcome="applied") > 0, "the kill came mid-stream"
-    left: list[int] = []
-
-    async def all_committed() -> bool:
-        left.append(await uncommitted(cluster, cluster.names.agent_events))
-        return left[-1] == 0
-
-    deadline = asyncio.get_running_loop().time() + 60
-    while not await all_committed():
-        assert asyncio.get_running_loop().time() < deadline, f"inputs still uncommitted: {left[-5:]}"
-        await asyncio.sleep(0.5)
+    await all_committed(cluster, timeout=60, interval=0.5)
 
 
 async def test_a_data_dir_that_cannot_be_used_is_refused_with_the_folder_and_the_fix(cluster: Cluster) -> None:
