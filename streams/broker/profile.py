@@ -56,12 +56,8 @@ class BrokerProfile:
     def embedded_broker(cls) -> "BrokerProfile":
         # max_batch_size=1 byte: aiokafka still accepts one record into an empty batch,
         # so every batch holds exactly one record.
-        # fetch_max_wait_ms=5: the embedded broker seems to hold a fetch for the whole wait even
-        # when a record arrives; every hop of a step (event -> command -> result) pays for it. A
-        # 3-step invocation's p50 follows the wait: 52 ms at 20 ms, 34 at 5, 30 at 2. An idle dev
-        # stack (broker, processor, worker) then uses about 40% of a core instead of 20%.
         return cls(
-            embedded=True, session_timeout_s=2.0, heartbeat_interval_s=0.5, max_batch_size=1, fetch_max_wait_ms=5
+            embedded=True, session_timeout_s=2.0, heartbeat_interval_s=0.5, max_batch_size=1, fetch_max_wait_ms=20
         )
 
     def producer_options(self) -> dict[str, Any]:
