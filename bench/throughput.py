@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentstream.streams.broker.embedded import free_port
 from agentstream.streams.devstack import ManagedProcess
@@ -67,8 +68,16 @@ async def agentstream_events(bench: Bench) -> list[Row]:
     await wait_until(lambda: metric(processor.url, TURNS, kind="event") >= load.total, "events applied", interval=0.02)
     elapsed = time.perf_counter() - started
     turn_ms = mean_turn_ms(processor.url)
-    counts = {(agent_state(processor.url, a) or {}).get("fields", {}).get("count") for a in load.agent_ids()}
-    check = "counters exact" if counts == {load.events_each} else f"COUNTERS WRONG: {sorted(map(str, counts))}"
+
+    def counts() -> set[Any]:
+        return {(agent_state(processor.url, a) or {}).get("fields", {}).get("count") for a in load.agent_ids()}
+
+    # The state API shows a turn once its writes are acknowledged, a moment after the turn is counted.
+    try:
+        await wait_until(lambda: counts() == {load.events_each}, "every counter shown", timeout=10)
+        check = "counters exact"
+    except TimeoutError:
+        check = f"COUNTERS WRONG: {sorted(map(str, counts()))}"
     rate = bench.rates["events"] = load.total / elapsed
     notes = (f"{load.describe()}, 1 processor, {PARTITIONS} partitions; mean handle() {turn_ms:.2f} ms/input; "
              f"producer alone {produce_s:.1f}s; {check}")
