@@ -170,6 +170,7 @@ def create_processor(
         consumer_group_instance_id=settings.instance_id,
         **profile.faust_options(),
     )
+    recovery_fix.keep_fetched_changelog_records(app)
     protect(app, settings.api_token.get_secret_value() if settings.api_token else None)
     if settings.instance_id:
         static_member.guard_address(app, settings.instance_id)

@@ -1,4 +1,5 @@
-"""Faust's changelog recovery never seeks below offset 0 (a processor crashed starting on it once)."""
+"""Guards for Faust's changelog recovery: never seek below offset 0 (a processor crashed starting on it
+once), and never drop changelog records fetched but not yet read (restores came out behind)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import inspect
 from collections import Counter
 from typing import Any
 
+import faust
 import pytest
 from faust.tables.recovery import Recovery
 from faust.types import TP
@@ -51,3 +53,21 @@ async def test_a_partition_without_a_start_offset_is_read_from_the_start(monkeyp
     recovery_fix.install()
     await Recovery._seek_offsets(object(), consumer, {late, known}, offsets, "standby")  # type: ignore[arg-type]
     assert consumer.seeks == [{late: 0, known: 7}]
+
+
+def test_changelog_records_fetched_but_not_read_survive_a_flow_resume(tmp_path: Any) -> None:
+    """Faust empties its changelog queue when flow control resumes, which it does at the end of
+    every recovery, after standby partitions started fetching: those records were then lost
+    (the consumer's position is past them) and the chaos runs restored tables behind their
+    changelog. With the guard, the queue keeps them for recovery to read."""
+    def fetched_then_resumed(app: faust.App) -> int:
+        queue = app.tables.changelog_queue
+        for offset in (157, 158, 159):
+            queue.put_nowait(offset)  # what the fetcher does with standby records
+        app.flow_control.resume()  # what `Recovery.on_recovery_completed` does next
+        return queue.qsize()
+
+    assert fetched_then_resumed(faust.App("faust-alone", datadir=str(tmp_path / "a"))) == 0  # Faust alone drops them
+    app = faust.App("guarded", datadir=str(tmp_path / "b"))
+    recovery_fix.keep_fetched_changelog_records(app)
+    assert fetched_then_resumed(app) == 3
