@@ -76,13 +76,19 @@ class FaustTableStore:
         except Exception:  # a failed write stays in memory; the handler writes it again
             return
         key, value = fut.message.key, fut.message.value
+        latest = self._unacknowledged.get(key)
+        if latest is None:
+            # Forgotten in a rebalance: its partition is revoked or being restored, and the
+            # record reaches RocksDB from the changelog like any other. Put now, an
+            # acknowledgement that comes late would overwrite a newer record of the agent
+            # (from its new owner) that recovery has already applied.
+            return
         # What `table.data[key] = value` does, for the partition the write went to (there is no
         # current event in a callback to take it from).
         store = self._table.data
         store._db_for_partition(sent.topic_partition.partition).put(key, value)
         store._key_index[key] = sent.topic_partition.partition
-        latest = self._unacknowledged.get(key)
-        if latest is not None and latest[1] == value:  # no later write of the agent is on its way
+        if latest[1] == value:  # no later write of the agent is on its way
             del self._unacknowledged[key]
 
     def forget(self, partitions: set[int]) -> None:
