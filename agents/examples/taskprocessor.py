@@ -1,5 +1,9 @@
-"""An example agent in the Restack shape: configuration and tasks arrive as events,
-`run` works through the tasks with a durable step each, and `shutdown` stops it.
+"""An example agent in the Restack shape: tasks arrive as events, `run` works through
+them with a durable step each, and `shutdown` stops it. `configure` (optional) changes
+how often a failing step is tried.
+
+The README's commands drive it as it is: `schedule TaskProcessor`, `send add_task`,
+`send shutdown`.
 
 Run it with `agentstream dev --app examples.taskprocessor` (or `agentstream demo`).
 """
@@ -28,19 +32,19 @@ with import_functions():  # in a real project: from src.functions.process import
     @function
     async def process_item(task: Task) -> dict[str, str]:
         """The step that workers run for each task."""
-        return {"id": task.id, "result": f"{task.action}ed"}
+        return {"id": task.id, "result": f"{task.action}: done"}
 
 
 @agent.defn()
 class TaskProcessor:
     # Typed fields are declared at class level, where the runtime can read the types
     # back after a restart (an annotation on `self.x` inside __init__ is not kept).
-    config: Config | None
+    config: Config
     tasks: list[Task]
     results: list[dict[str, str]]
 
     def __init__(self) -> None:
-        self.config = None
+        self.config = Config()  # `configure` may replace it; nothing waits for it
         self.tasks = []
         self.results = []
         self.completed = 0
@@ -65,7 +69,6 @@ class TaskProcessor:
 
     @agent.run
     async def run(self) -> dict[str, Any]:
-        await condition(lambda: self.config is not None)
         while not self.end:
             await condition(lambda: bool(self.tasks) or self.end or agent.should_continue_as_new())
             if agent.should_continue_as_new():
@@ -77,7 +80,6 @@ class TaskProcessor:
     async def process(self, task: Task) -> None:
         """One task, in its own frame: no local of it outlives the task (locals across a
         wait are state too, and would keep the idle agent from being compacted)."""
-        assert self.config is not None
         try:
             result = await agent.step(
                 function=process_item,

@@ -575,6 +575,16 @@ async def test_the_task_processor_example_processes_tasks_and_compacts_when_idle
     assert outcome.record is not None and outcome.record.result == {"status": "ended", "completed": 1, "failed": 1}
 
 
+async def test_the_task_processor_example_completes_with_the_readmes_commands_alone() -> None:
+    """README: `schedule TaskProcessor`, `send add_task '{"id": "t1"}'`, `send shutdown`; no `configure`."""
+    turns = Turns()
+    await turns.schedule("TaskProcessor", "tp")
+    step = only_command(await turns.send("tp", "add_task", {"id": "t1"}))
+    await turns.send("tp", "shutdown")
+    outcome = await turns.complete(step, {"id": "t1", "result": "process: done"})
+    assert outcome.record is not None and outcome.record.result == {"status": "ended", "completed": 1, "failed": 0}
+
+
 # --- the turn time limit ---------------------------------------------------------------------
 
 
