@@ -21,8 +21,9 @@ Strict = ConfigDict(extra="forbid")
 
 # The record's format. A processor refuses (and dead-letters the input of) a record with a
 # higher one: it was written by a newer version that this one cannot read without losing data.
-FORMAT = 2
-READABLE_FORMATS = frozenset({1, 2})  # 1: before the outbox (its records load with empty defaults)
+FORMAT = 3
+# 1: before the outbox; 2: before `waiting` (their records load with empty defaults)
+READABLE_FORMATS = frozenset({1, 2, 3})
 
 
 class ReceivedEvent(BaseModel):
@@ -134,6 +135,20 @@ class ChildState(BaseModel):
     done: bool = False
 
 
+WaitKind = Literal["condition", "step", "timer", "child", "other"]
+
+
+class Waiting(BaseModel):
+    """What one coroutine of a running agent is suspended on (waits.py says why it is kept)."""
+
+    model_config = Strict
+
+    coroutine: str  # "run", an event handler's name, or the function of a task the agent's code started
+    on: WaitKind
+    detail: str = ""  # the step's function, the child, the timer's time, the condition's source line
+    where: str = ""  # "file:line in function" of the agent's own code
+
+
 class OutboxItem(BaseModel):
     """One record a turn produced, kept with the record until the next turn replaces it.
 
@@ -177,6 +192,7 @@ class AgentRecord(BaseModel):
     timers: dict[str, datetime] = Field(default_factory=dict)
     children: dict[str, ChildState] = Field(default_factory=dict)
     compactions: int = 0
+    waiting: list[Waiting] = Field(default_factory=list)  # after the last turn, while running
     parked: list[dict[str, JsonValue]] = Field(default_factory=list)
     delivery: Delivery = Field(default_factory=Delivery)
     outbox: list[OutboxItem] = Field(default_factory=list)

@@ -33,8 +33,9 @@ from agentstream.topics import AgentStatus, ParentRef, derived_message_id, run_i
 
 from .commands import Cancel, ChildCall, Command, EmitCall, SendCall, StepCall, TimerCall
 from .fields import field_types, json_copy, make_instance, with_types
+from . import waits
 from .loop import AgentLoop
-from .record import Consumed, Outcome, Seed
+from .record import Consumed, Outcome, Seed, WaitKind, Waiting
 
 
 class Mode(Enum):
@@ -80,6 +81,7 @@ class LiveAgent(AgentRuntime):
         self._waiting: dict[int, asyncio.Future[Any] | asyncio.TimerHandle] = {}
         self._loop_timers: dict[int, int] = {}  # id(TimerHandle) -> seq
         self._conditions: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._what: dict[int, tuple[WaitKind, str]] = {}  # id of a future code awaits -> what it stands for (waits.py)
         self.seeds: dict[asyncio.Task[Any], Seed] = {}
         self._consumed: dict[asyncio.Task[Any], list[Consumed]] = {}
         self._prologues: dict[asyncio.Task[Any], deque[Consumed]] = {}
@@ -187,6 +189,20 @@ class LiveAgent(AgentRuntime):
         except Exception:
             return None
 
+    def waits(self) -> list[Waiting]:
+        """What each live coroutine is suspended on, for people (`AgentRecord.waiting`)."""
+        found = []
+        for task in self.loop.live_tasks():
+            seed = self.seeds.get(task)
+            coro = task.get_coro()
+            on, detail = self._what.get(id(getattr(task, "_fut_waiter", None)), ("other", ""))
+            found.append(Waiting(
+                # a task the code started is named by its function: asyncio's "Task-N" differs per process
+                coroutine=(seed.name or seed.kind) if seed is not None else getattr(coro, "__qualname__", "task"),
+                on=on, detail=detail, where=waits.innermost(coro, _is_machinery),
+            ))
+        return found
+
     def forget_prologues(self) -> None:
         for prologue in self._prologues.values():
             prologue.clear()
@@ -276,6 +292,8 @@ class LiveAgent(AgentRuntime):
         future: asyncio.Future[Any] = self.loop.create_future()
         entry = (predicate, future)
         self._conditions.append(entry)
+        self._what[id(future)] = waits.for_condition(
+            predicate, None if timeout is None else self.loop.time() + timeout)
         timer_seq: int | None = None
         if timeout is not None:
             timer_seq = self._take_seq()
@@ -291,6 +309,7 @@ class LiveAgent(AgentRuntime):
             return bool(await future)
         finally:
             self._conditions.remove(entry)
+            del self._what[id(future)]
             if timer_seq is not None and timer_seq in self._waiting:
                 self._cancel(timer_seq)
 
@@ -339,6 +358,10 @@ class LiveAgent(AgentRuntime):
         seq = self._take_seq()
         self._loop_timers[id(handle)] = seq
         self._issue(TimerCall(seq, handle.when()), seq, handle)
+        for arg in getattr(handle, "_args", None) or ():  # asyncio.sleep: the future its coroutine awaits
+            if isinstance(arg, asyncio.Future):
+                self._what[id(arg)] = waits.for_sleep(handle.when())
+                arg.add_done_callback(lambda done: self._what.pop(id(done), None))
 
     def cancel_loop_timer(self, handle: asyncio.TimerHandle) -> None:
         seq = self._loop_timers.pop(id(handle), None)
@@ -364,12 +387,15 @@ class LiveAgent(AgentRuntime):
     async def _await(self, seq: int, command: Command) -> Outcome:
         future: asyncio.Future[Any] = self.loop.create_future()
         self._issue(command, seq, future)
+        self._what[id(future)] = waits.for_command(command)
         try:
             return await future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
             if seq in self._waiting:
                 self._cancel(seq)
             raise
+        finally:
+            del self._what[id(future)]
 
     def _reuse(self, task: asyncio.Task[Any] | None, kind: str, key: str, value: Any) -> Outcome | None:
         prologue = self._prologues.get(task) if task is not None else None

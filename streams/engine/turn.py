@@ -26,7 +26,7 @@ from agentstream.topics import (
 from . import steps
 from .base import TurnFacts, TurnOutcome
 from .commands import Cancel, ChildCall, Command, EmitCall, SendCall, StepCall, TimerCall
-from .record import AgentRecord, Base, ChildState, JournalEntry, ReceivedEvent, Seed
+from .record import FORMAT, AgentRecord, Base, ChildState, JournalEntry, ReceivedEvent, Seed
 from .replay import try_compact
 from .runtime import LiveAgent, Mode, utc
 
@@ -181,6 +181,8 @@ class TurnWriter:
             self.facts.compaction_refused = compacted is None
             current = compacted or current
         current.revision = record.revision
+        record.waiting = current.waits()
+        record.format = FORMAT  # it may now hold what an older format does not have
         return self.outcome(), current
 
     def _finish_seeds(self, live: LiveAgent) -> ContinueAsNew | None:
@@ -285,7 +287,7 @@ class TurnWriter:
         record = self.record
         previous = record.status
         record.status, record.result, record.error = status, result, error
-        record.steps, record.timers = {}, {}
+        record.steps, record.timers, record.waiting = {}, {}, []
         record.updated_at = self.now
         self.updates.append(status_update(record, previous, self.cause, self.now))
         if record.parent is not None:
