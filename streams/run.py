@@ -7,13 +7,14 @@ import logging
 import signal
 
 import faust
-from prometheus_client import CollectorRegistry
 
+from agentstream.agents._registry import function_definitions
 from agentstream.topics import TopicNames
 
 from .broker.profile import BrokerProfile, detect_profile
 from .kafka import check_copartitioned
 from .logs import configure_logging
+from .metrics_registry import pod_registry
 from .security import kafka_options, secret_values
 from .processor import create_processor
 from .processor.statedir import changelog_topic, prepare_state_dir
@@ -66,8 +67,10 @@ def run_worker(settings: Settings, task_queue: str | None, http_host: str, http_
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker, kafka_options(settings))
-        registry = CollectorRegistry()
-        worker = StepWorker(settings, profile, WorkerMetrics.create(registry), task_queue=task_queue)
+        registry = pod_registry()
+        metrics = WorkerMetrics.create(registry)
+        metrics.start_at_zero(function_definitions())
+        worker = StepWorker(settings, profile, metrics, task_queue=task_queue)
         runner = await serve_http(registry, worker.started.is_set, http_host, http_port)
         log.info("worker starting", extra={"topic": worker.topic, "http": f"http://{http_host}:{http_port}"})
         try:

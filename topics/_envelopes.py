@@ -322,6 +322,16 @@ class StreamItem:
     event: StreamEvent
 
 
+# Every `DeadLetter.reason_code` (WIRE.md "Reason codes" explains each; a test keeps the
+# three in step). The decoder's codes are the ones a worker produces too. Metrics start
+# every code at 0, so dashboards and alerts see the series before the first rejection.
+DECODE_REASON_CODES = ("empty_value", "not_json", "invalid_envelope")
+REASON_CODES = (*DECODE_REASON_CODES, "key_mismatch", "agent_not_found", "already_running", "unknown_agent_type",
+                "invalid_input", "init_failed", "agent_not_running", "run_mismatch", "unknown_event",
+                "invalid_payload", "agent_stuck", "turn_timeout", "record_unreadable", "record_too_large",
+                "engine_error", "processor_error", "invalid_parked_input")
+
+
 class DeadLetter(BaseModel):
     """A rejected record, with why it was rejected and where it came from."""
 

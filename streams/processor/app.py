@@ -28,6 +28,7 @@ from ..kafka import partitions_changed
 from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
 from ..security import faust_credentials, kafka_options, secret_values
+from ..metrics_registry import pod_registry
 from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
@@ -184,8 +185,9 @@ def create_processor(
     security = kafka_options(settings)
     if settings.verify_restore:
         RestoreCheck(table, settings.kafka_bootstrap, security).install()
-    registry = CollectorRegistry()
+    registry = pod_registry()
     metrics = ProcessorMetrics.create(registry)
+    metrics.start_at_zero()
     metrics.build.info({"version": package_version(), "embedded_broker": str(profile.embedded).lower()})
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="agentstream_faust")
 

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from agentstream.topics import AgentStatus
+from agentstream.topics._envelopes import REASON_CODES
+
 
 @dataclass(frozen=True)
 class ProcessorMetrics:
@@ -171,3 +174,11 @@ class ProcessorMetrics:
                 registry=registry,
             ),
         )
+
+    def start_at_zero(self) -> None:
+        """Give each series that the dashboard and the alerts read a 0 from the start (a
+        label value has no series until it is first observed: "no data" instead of 0)."""
+        for code in REASON_CODES:
+            self.dead_letters.labels(code)
+        for status in AgentStatus:
+            self.status_changes.labels(status.value)

@@ -6,9 +6,15 @@ observes them from each finished attempt (llm_metrics.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from agentstream.topics._envelopes import DECODE_REASON_CODES
+
+# The `outcome` values of agentstream_worker_steps_total (execute.outcome_label gives them).
+STEP_OUTCOMES = ("completed", "failed", "retryable_failure", "timed_out", "expired")
 
 # Model calls take seconds to minutes, longer than the default buckets (up to 10 s) reach.
 LLM_CALL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
@@ -108,3 +114,19 @@ class WorkerMetrics:
                 registry=registry,
             ),
         )
+
+    def start_at_zero(self, functions: Iterable[str]) -> None:
+        """Give each series that the dashboard and the alerts read a 0 from the start.
+
+        Prometheus knows no series of a label value until it is first observed, so a
+        failure ratio or a dead-letter rate would be "no data" until the first failure
+        instead of 0. The functions are those this worker can run.
+        """
+        for code in DECODE_REASON_CODES:
+            self.dead_letters.labels(code)
+        for action in ("republished", "joined"):
+            self.duplicate_commands.labels(action)
+        for function in functions:
+            self.heartbeats.labels(function)
+            for outcome in STEP_OUTCOMES:
+                self.steps.labels(function, outcome)

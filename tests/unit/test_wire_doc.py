@@ -229,6 +229,10 @@ def test_reason_code_table_lists_exactly_the_codes_produced() -> None:
     assert {"empty_value", "not_json", "invalid_envelope", "key_mismatch", "unknown_event"} <= produced
     documented = {re.findall(r"`(\w+)`", row[0])[0] for row in _table_rows(SECTIONS["Reason codes"])}
     assert documented == produced
+    assert set(_envelopes.REASON_CODES) == produced, "the list the metrics start at 0 (REASON_CODES) is out of step"
+    assert len(_envelopes.REASON_CODES) == len(set(_envelopes.REASON_CODES))
+    assert set(_envelopes.DECODE_REASON_CODES) == set(re.findall(
+        r'InvalidMessageError\(\s*"(\w+)"', Path(_envelopes.__file__).read_text(encoding="utf-8")))
 
 
 def test_the_run_id_example_is_right() -> None:
