@@ -95,3 +95,26 @@ def test_installed_on_a_table_it_receives_the_changelog_acknowledgements(table: 
     point = RestorePoint(table)
     point.install()
     assert table._on_changelog_sent == point.on_sent
+
+
+def changelog_record(offset: int, key: bytes) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(tp=CHANGELOG, partition=CHANGELOG.partition, offset=offset,
+                                                   key=key, value=b"turn"))
+
+
+def test_records_read_as_a_standby_fill_rocksdb_but_never_move_the_restore_point(table: Any) -> None:
+    """Faust's standby reading can skip fetched records; the persisted offset must not move over
+    such a hole, or the partition's promotion to active would start after it."""
+    RestorePoint(table).install()
+    table.data.set_persisted_offset(CHANGELOG, 40)  # what this process reflected as the owner
+    recovery = table.app.tables.recovery
+    recovery.standby_tps.add(CHANGELOG)
+    table.apply_changelog_batch([changelog_record(53, b"a"), changelog_record(93, b"b")])  # 41-52: a hole
+    assert table.data.persisted_offset(CHANGELOG) == 40
+    assert table.data._db_for_partition(CHANGELOG.partition).get(b"b") == b"turn"
+
+    recovery.standby_tps.discard(CHANGELOG)  # promoted: reads as the owner move it as before
+    recovery.active_tps.add(CHANGELOG)
+    table.apply_changelog_batch([changelog_record(41, b"c"), changelog_record(93, b"b")])
+    assert table.data.persisted_offset(CHANGELOG) == 93
+
