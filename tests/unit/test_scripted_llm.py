@@ -245,8 +245,9 @@ async def test_slow_tokens_arrive_over_time() -> None:
         stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
         arrivals = [time.monotonic() async for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
     assert len(arrivals) == 5
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
-    assert all(gap >= delay * 0.8 for gap in gaps), gaps
+    # The server waits `delay` before each token after the first. A busy client may read two
+    # chunks in one go (a gap near 0), but the tokens cannot all arrive sooner than the waits.
+    assert arrivals[-1] - arrivals[0] >= 4 * delay * 0.8, arrivals
 
 
 class Review(pydantic.BaseModel):
