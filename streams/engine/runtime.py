@@ -31,9 +31,9 @@ from agentstream.agents._registry import AgentDefinition
 from agentstream.agents.exceptions import ChildFailedError, StepFailedError, TimeoutError
 from agentstream.topics import AgentStatus, ParentRef, derived_message_id, run_id_for
 
+from . import waits
 from .commands import Cancel, ChildCall, Command, EmitCall, SendCall, StepCall, TimerCall
 from .fields import field_types, json_copy, make_instance, with_types
-from . import waits
 from .loop import AgentLoop
 from .record import Consumed, Outcome, Seed, WaitKind, Waiting
 
