@@ -71,9 +71,9 @@ class Processor:
     metrics: ProcessorMetrics
     registry: CollectorRegistry
     names: TopicNames
+    views: PublicViews  # what GET /agents/{id} answers, kept until the agent's record changes
     security: dict[str, Any] = field(default_factory=dict)  # aiokafka TLS/SASL options of its own readers
     api_token: str | None = None  # what its HTTP API demands, and sends when it forwards a request
-    views: PublicViews = field(default_factory=PublicViews)  # what GET /agents/{id} answers, per record version
 
     def is_ready(self) -> bool:
         """True when the consumer has its assignment and tables finished restoring."""
@@ -180,7 +180,8 @@ def create_processor(
                       extra_topic_configs=changelog_configs(settings), options=rocksdb_options())
     RestorePoint(table).install()
     ChangelogOrder(table).install()  # after the restore point: it hands acknowledgements on to it
-    store = FaustTableStore(table)
+    views = PublicViews(read=table.get)
+    store = FaustTableStore(table, views)
     store.install()  # last: a record reaches RocksDB before the restore point persists its offset
     security = kafka_options(settings)
     if settings.verify_restore:
@@ -213,7 +214,7 @@ def create_processor(
         identity=identity,
         max_record_bytes=settings.max_record_bytes,
     )
-    processor = Processor(app, table, handler, metrics, registry, names, security,
+    processor = Processor(app, table, handler, metrics, registry, names, views, security,
                           settings.api_token.get_secret_value() if settings.api_token else None)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)
     metrics.ready.set_function(lambda: 1.0 if processor.is_ready() else 0.0)

@@ -22,7 +22,7 @@ letting the producer wait for metadata that will never come.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 
@@ -31,12 +31,21 @@ from .exceptions import UndeliverableError
 log = logging.getLogger("agentstream.processor")
 
 
+class StoredRecordsWatcher(Protocol):
+    """Told when what RocksDB holds changes (the state API's views, views.py)."""
+
+    def changed(self, key: bytes) -> None: ...  # a new record of `key` is in RocksDB
+
+    def reset(self) -> None: ...  # a rebalance: partitions are restored from the changelog
+
+
 class FaustTableStore:
     """`RecordStore` over a Faust table: written records in memory until the changelog acknowledges
     them, then in RocksDB."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, watcher: StoredRecordsWatcher | None = None) -> None:
         self._table = table
+        self._watcher = watcher
         self._unacknowledged: dict[bytes, tuple[int, bytes]] = {}  # key -> (partition, latest value)
 
     def install(self) -> None:
@@ -52,6 +61,8 @@ class FaustTableStore:
 
         async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, *args: Any, **kwargs: Any) -> None:
             self.forget({tp.partition for tp in (*revoked, *newly_assigned)})
+            if self._watcher is not None:
+                self._watcher.reset()
             await original_rebalance(assigned, revoked, newly_assigned, *args, **kwargs)
 
         table._on_changelog_sent = on_changelog_sent  # the callback `send_changelog` attaches to each write
@@ -88,6 +99,8 @@ class FaustTableStore:
         store = self._table.data
         store._db_for_partition(sent.topic_partition.partition).put(key, value)
         store._key_index[key] = sent.topic_partition.partition
+        if self._watcher is not None:
+            self._watcher.changed(key)
         if latest[1] == value:  # no later write of the agent is on its way
             del self._unacknowledged[key]
 

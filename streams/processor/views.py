@@ -1,16 +1,20 @@
-"""What `GET /agents/{id}` answers, computed once per record version.
+"""What `GET /agents/{id}` answers, kept per agent until its stored record changes.
 
 Reading an agent's state parsed its whole stored record (pydantic) and serialised the
 public part on the processor's event loop for every request; clients that poll (W1 of
 the speed issue: 32 pollers) spent the processor's time there while the record had not
-changed. The answer is kept per agent next to a hash of the stored bytes it came from,
-so a repeat read costs one hash of the stored record; the cache is bounded (LRU).
+changed. A stored record changes in two ways only: the store puts a record the changelog
+acknowledged (`changed`), and a rebalance restores partitions from the changelog
+(`reset`). So an answer is kept until one of them says otherwise, and a repeat read costs
+one dictionary lookup: no RocksDB read, no hash of the record. Answers read while the
+processor is not ready (a restore may still be writing) are not kept. Bounded (LRU).
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 
 from ..engine import AgentRecord
 
@@ -18,22 +22,34 @@ KEPT_VIEWS = 10_000
 
 
 class PublicViews:
-    """JSON of `AgentRecord.public_view()` by agent, recomputed only when the stored record changed."""
+    """JSON of `AgentRecord.public_view()` by agent, read and serialised again only after its record changed."""
 
-    def __init__(self, size: int = KEPT_VIEWS) -> None:
+    def __init__(self, read: Callable[[bytes], bytes | None], size: int = KEPT_VIEWS) -> None:
+        self._read = read  # the stored record (RocksDB: what the changelog has acknowledged)
         self._size = size
-        self._views: OrderedDict[bytes, tuple[int, bytes]] = OrderedDict()
+        self._views: OrderedDict[bytes, bytes] = OrderedDict()
 
-    def of(self, key: bytes, stored: bytes) -> bytes:
-        """The public view (JSON bytes) of the record `stored` under `key`."""
-        version = hash(stored)
-        cached = self._views.get(key)
-        if cached is not None and cached[0] == version:
+    def of(self, key: bytes, *, keep: bool = True) -> bytes | None:
+        """The public view (JSON bytes) of the agent under `key`; None when it has no record.
+        `keep=False` when the store may still change without saying so (a restore in progress)."""
+        view = self._views.get(key)
+        if view is not None:
             self._views.move_to_end(key)
-            return cached[1]
+            return view
+        stored = self._read(key)
+        if stored is None:
+            return None
         view = json.dumps(AgentRecord.from_bytes(stored).public_view(), separators=(",", ":")).encode()
-        self._views[key] = (version, view)
-        self._views.move_to_end(key)
-        while len(self._views) > self._size:
-            self._views.popitem(last=False)
+        if keep:
+            self._views[key] = view
+            if len(self._views) > self._size:
+                self._views.popitem(last=False)
         return view
+
+    def changed(self, key: bytes) -> None:
+        """The store holds a new record for `key`."""
+        self._views.pop(key, None)
+
+    def reset(self) -> None:
+        """Any record may change without `changed` (a rebalance: partitions are restored from the changelog)."""
+        self._views.clear()

@@ -7,14 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from aiohttp import web as aiohttp_web
 from faust import web
+from faust.exceptions import SameNode
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
+from faust.web.exceptions import ServiceUnavailable
 
 from agentstream.agents._registry import agent_definitions
 
 from ..engine import AgentRecord
 from .http_inputs import register_http_inputs
+from .owners import LocalOwnership
 from .results import ENDED, MAX_WAIT_S
 from .sse import register_stream_view
 
@@ -41,18 +46,28 @@ def register_views(processor: "Processor") -> None:
             {name: {"events": sorted(d.events)} for name, d in sorted(agent_definitions().items())}
         )
 
-    @app.page("/agents/{agent_id}")
-    @app.table_route(table=table, match_info="agent_id")
-    async def get_agent(self: web.View, request: web.Request, agent_id: str) -> web.Response:
-        # table_route forwards GETs to the partition owner and runs this there.
-        stored = table.get(agent_id.encode())
-        if stored is None:
-            body: dict[str, Any] = {
-                "error": "agent_not_found",
-                "detail": f"no agent {agent_id!r}: it was never scheduled, or its schedule is not processed yet",
-            }
-            return self.json(body, status=404)
-        return self.bytes(processor.views.of(agent_id.encode(), stored), content_type="application/json")
+    local = LocalOwnership(app, processor.names.agent_events)
+
+    async def get_agent(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
+        """The agent's public view. A plain aiohttp route, not a Faust page: pollers call it
+        all the time, and the owner answers from `processor.views` (views.py, owners.py say why)."""
+        agent_id = request.match_info["agent_id"]
+        if not local.owns(agent_id.encode()):
+            try:  # Faust's table routing: forwarded to the owner, or SameNode when that is this processor
+                return cast(aiohttp_web.StreamResponse,
+                            await app.router.route_req(table.name, agent_id, app.web, cast(web.Request, request)))
+            except SameNode:
+                pass
+            except ServiceUnavailable:
+                return aiohttp_web.json_response({"error": "not_ready", "detail": "no processor owns this agent's "
+                                                  "partition yet (a rebalance); retry shortly"}, status=503)
+        view = processor.views.of(agent_id.encode(), keep=processor.is_ready())
+        if view is None:
+            return aiohttp_web.json_response({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was "
+                                              "never scheduled, or its schedule is not processed yet"}, status=404)
+        return aiohttp_web.Response(body=view, content_type="application/json")
+
+    cast(AiohttpWeb, app.web).web_app.router.add_get("/agents/{agent_id}", get_agent, allow_head=False)
 
     @app.page("/agents/{agent_id}/result")
     @app.table_route(table=table, match_info="agent_id")

@@ -1,10 +1,8 @@
-"""`GET /agents/{id}` answers from a view computed once per stored version of the record."""
+"""`GET /agents/{id}` answers from a view kept until the store says the agent's record changed."""
 
 from __future__ import annotations
 
 import json
-
-import pytest
 
 from agentstream.agents import agent, condition
 from agentstream.streams.engine import AgentRecord
@@ -27,40 +25,79 @@ class Counter:
         await condition(lambda: False)
 
 
-async def test_a_view_is_parsed_once_per_stored_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    turns = Turns()
-    first = (await turns.schedule("Views.Counter", "c")).stored
-    second = (await turns.send("c", "bump")).stored
-    assert first is not None and second is not None
-    parses: list[bytes] = []
-    original = AgentRecord.from_bytes
-    monkeypatch.setattr(AgentRecord, "from_bytes", classmethod(lambda cls, raw: parses.append(raw) or original(raw)))
-    views = PublicViews()
+class Stored:
+    """What the views read (RocksDB in the processor), counting the reads."""
 
-    for _ in range(3):
-        assert json.loads(views.of(b"c", bytes(first)))["fields"]["count"] == 0  # a new bytes object each read
-    assert len(parses) == 1
-    assert json.loads(views.of(b"c", second))["fields"]["count"] == 1
-    assert len(parses) == 2
-    expected = original(second).public_view()
-    assert json.loads(views.of(b"c", second)) == json.loads(json.dumps(expected))
+    def __init__(self) -> None:
+        self.records: dict[bytes, bytes] = {}
+        self.reads = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads += 1
+        return self.records.get(key)
 
 
-async def test_the_cache_keeps_only_the_most_recently_read_agents(monkeypatch: pytest.MonkeyPatch) -> None:
-    turns = Turns()
-    stored = {}
-    for agent_id in ("a", "b", "c"):
+def count(view: bytes | None) -> int:
+    assert view is not None
+    return int(json.loads(view)["fields"]["count"])
+
+
+async def records(*agent_ids: str) -> tuple[Turns, Stored]:
+    turns, stored = Turns(), Stored()
+    for agent_id in agent_ids:
         outcome = await turns.schedule("Views.Counter", agent_id)
         assert outcome.stored is not None
-        stored[agent_id] = outcome.stored
-    parses: list[bytes] = []
-    original = AgentRecord.from_bytes
-    monkeypatch.setattr(AgentRecord, "from_bytes", classmethod(lambda cls, raw: parses.append(raw) or original(raw)))
-    views = PublicViews(size=2)
-    for agent_id in ("a", "b", "a", "c"):  # c pushes out b, the least recently read
-        views.of(agent_id.encode(), stored[agent_id])
-    assert len(parses) == 3
-    views.of(b"a", stored["a"])
-    assert len(parses) == 3
-    views.of(b"b", stored["b"])
-    assert len(parses) == 4
+        stored.records[agent_id.encode()] = outcome.stored
+    return turns, stored
+
+
+async def test_a_view_is_read_once_until_its_record_changes() -> None:
+    turns, stored = await records("c")
+    views = PublicViews(stored.get)
+    assert [count(views.of(b"c")) for _ in range(3)] == [0, 0, 0]
+    assert stored.reads == 1
+
+    bumped = (await turns.send("c", "bump")).stored
+    assert bumped is not None
+    stored.records[b"c"] = bumped
+    assert count(views.of(b"c")) == 0  # kept: nothing said the record changed
+    views.changed(b"c")
+    assert count(views.of(b"c")) == 1 and stored.reads == 2
+    assert json.loads(views.of(b"c") or b"") == json.loads(json.dumps(AgentRecord.from_bytes(bumped).public_view()))
+
+
+async def test_a_reset_drops_every_view_and_an_unkept_read_is_not_kept() -> None:
+    _, stored = await records("a", "b")
+    views = PublicViews(stored.get)
+    views.of(b"a")
+    views.of(b"b")
+    views.reset()
+    views.of(b"a")
+    views.of(b"b")
+    assert stored.reads == 4
+    views.of(b"a")
+    assert stored.reads == 4
+
+    views.reset()
+    views.of(b"a", keep=False)  # read while a restore may still write
+    views.of(b"a")
+    assert stored.reads == 6
+
+
+async def test_an_agent_without_a_record_has_no_view() -> None:
+    _, stored = await records()
+    views = PublicViews(stored.get)
+    assert views.of(b"nobody") is None
+    assert views.of(b"nobody") is None and stored.reads == 2  # nothing kept: its schedule may be applied next
+
+
+async def test_the_cache_keeps_only_the_most_recently_read_agents() -> None:
+    _, stored = await records("a", "b", "c")
+    views = PublicViews(stored.get, size=2)
+    for agent_id in (b"a", b"b", b"a", b"c"):  # c pushes out b, the least recently read
+        views.of(agent_id)
+    assert stored.reads == 3
+    views.of(b"a")
+    assert stored.reads == 3
+    views.of(b"b")
+    assert stored.reads == 4
