@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -23,6 +24,23 @@ from .worker import StepWorker, WorkerMetrics
 from .worker.http import serve_http
 
 log = logging.getLogger("agentstream")
+
+GC_THRESHOLDS = (20_000, 20, 20)  # Python's are (700, 10, 10)
+
+
+def tune_gc() -> None:
+    """Fewer garbage collections in a long-running pod, and none over what its start created.
+
+    A processor allocates and drops many small containers per input (decoded envelopes, the
+    agent's record, a turn's wait states); with Python's default thresholds the collector
+    ran every few inputs and took 6.5% of the processor's CPU under a bulk load (perf). The
+    objects alive once the pod is set up (modules, classes, registries) are frozen: a full
+    collection never walks them again. Reference counting still frees nearly everything at
+    once; the collector is only there for cycles.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
@@ -54,6 +72,10 @@ def run_processor(settings: Settings, http_host: str, http_port: int, advertise_
         redirect_stdouts=False,
         logging_config=dict(processor.app.conf.logging_config or {}),
     )
+    # Faust's terminal spinner sets the root logger to DEBUG when the level is WARNING or above:
+    # every debug call of every library then built a record that the handler dropped.
+    worker.spinner = None
+    tune_gc()
     worker.execute_from_commandline()
 
 
@@ -78,4 +100,5 @@ def run_worker(settings: Settings, task_queue: str | None, http_host: str, http_
         finally:
             await runner.cleanup()
 
+    tune_gc()
     asyncio.run(main())
