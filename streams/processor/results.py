@@ -3,7 +3,9 @@
 A client that wants an agent's result used to poll its state (20 ms doubling to 250 ms),
 which added up to half the wait to every invocation and kept the processor's event loop
 busy serialising records. Now the owner of the agent holds the request until the turn
-that ends the agent has been applied (or `wait` seconds pass) and answers at once.
+that ends the agent has been applied (or `wait` seconds pass) and answers at once. It
+holds a request for an agent it does not know yet the same way: schedule-then-wait (the
+common "invoke") asked before the schedule was applied, got a 404 and polled again.
 """
 
 from __future__ import annotations

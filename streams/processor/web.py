@@ -72,7 +72,9 @@ def register_views(processor: "Processor") -> None:
     @app.page("/agents/{agent_id}/result")
     @app.table_route(table=table, match_info="agent_id")
     async def get_result(self: web.View, request: web.Request, agent_id: str) -> web.Response:
-        """The agent's result once it ended (200), else its status (202) after waiting up to `?wait=` s."""
+        """The agent's result once it ended (200), else its status (202) after waiting up to `?wait=` s.
+        An agent not found is waited for too (404 only when the wait ends first): a client that
+        schedules and then asks for the result usually asks before the schedule is applied."""
         try:
             asked = float(request.query.get("wait", "0"))
         except ValueError:
@@ -82,7 +84,7 @@ def register_views(processor: "Processor") -> None:
         wait = min(max(asked, 0.0), MAX_WAIT_S)
         with processor.handler.results.watching(agent_id) as ended:
             stored = table.get(agent_id.encode())
-            if stored is not None and wait and AgentRecord.from_bytes(stored).status.value not in ENDED:
+            if wait and (stored is None or AgentRecord.from_bytes(stored).status.value not in ENDED):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(ended), wait)
                 stored = table.get(agent_id.encode())

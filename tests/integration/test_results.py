@@ -46,6 +46,17 @@ async def test_a_held_result_request_answers_when_the_agent_ends_and_the_client_
             await waiting
         assert failed.value.status == "cancelled"
 
+        # Asked before the schedule is applied: held until the agent ends, no 404 in between.
+        early = asyncio.ensure_future(get(f"{processor.url}/agents/early/result?wait={HELD_S}"))
+        await client.schedule_agent("Recorder", "early")
+        await poll(lambda: get_json(f"{processor.url}/agents/early")[0] == 200, 60, what="the early agent scheduled")
+        assert not early.done()
+        await client.cancel_agent("early")
+        status, body = await early
+        assert (status, body["status"]) == (200, "cancelled"), body
+
+    started = time.monotonic()
     assert (await get(f"{processor.url}/agents/nobody/result?wait=1"))[0] == 404
+    assert time.monotonic() - started >= 1  # an agent not found yet is waited for too
     assert (await get(f"{processor.url}/agents/held/result?wait=soon"))[0] == 400
     assert (await get(f"{processor.url}/agents/held/result?wait=nan"))[0] == 400
