@@ -1,8 +1,9 @@
 """Two guards for Faust's table recovery.
 
-**Never seek a changelog partition to a negative offset** (`install`). Faust computes where to start reading a changelog as "persisted offset, else earliest
-offset - 1" and maps exactly -1 to 0; anything lower reaches aiokafka's `seek`, which
-raises, and the whole processor crashes while starting. It was seen once in a
+**Never seek a changelog partition to a negative offset** (`install`). Faust computes where
+to start reading a changelog as "persisted offset, else earliest offset - 1" and maps
+exactly -1 to 0; anything lower reaches aiokafka's `seek`, which raises, and the whole
+processor crashes while starting. It was seen once in a
 500-kill chaos run: a restart on a state dir that had just been set aside (so no
 persisted offset) crashed seeking a standby partition. A second way in, seen in
 another 500-kill run: a standby partition added during recovery (after Faust computed
@@ -18,9 +19,10 @@ recovery, after standby partitions were seeked and resumed, so the standby recor
 fetched in between are thrown away while the consumer's position is already past them:
 nothing fetches them again, the records after them are applied, and the persisted
 offset moves over the hole. The table then misses those records (an agent one turn old,
-or absent) until something restores the partition from an earlier offset. The
-100-kill chaos runs with `--verify-restore` found exactly that (restores "behind" their
-changelog, each time right after a partition went from standby to active).
+or absent) until something restores the partition from an earlier offset. A traced
+100-kill chaos run saw a changelog record dropped that way; the restores "behind" their
+changelog that the runs with `--verify-restore` found have that shape (restore_point.py
+guards against the other way Faust's standby reading leaves holes).
 The records are not stale when kept: each follows the one read before it from the same
 partition, recovery still skips offsets it has seen, and `ChangelogOrder` drops a record
 older than what the table holds for its key.
