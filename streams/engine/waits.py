@@ -27,7 +27,7 @@ def for_command(command: Command) -> tuple[WaitKind, str]:
     if isinstance(command, ChildCall):
         return "child", f"{command.agent_type} {command.agent_id}"
     if isinstance(command, TimerCall):
-        return "timer", f"until {at(command.fire_at)}"
+        return for_sleep(command.fire_at)
     return "other", type(command).__name__
 
 
