@@ -15,6 +15,7 @@ from ._context import AgentInfo, ChildHandle
 from ._function import function, import_functions
 from ._heartbeat import heartbeat
 from ._log import log
+from ._outcome import InputOutcome
 from ._policy import RetryPolicy
 from ._step_context import StepContext, step_context
 from .exceptions import (
@@ -25,6 +26,7 @@ from .exceptions import (
     ApiUnavailableError,
     BrokerUnavailableError,
     ChildFailedError,
+    InputRejectedError,
     NondeterminismError,
     RetryableError,
     StepFailedError,
@@ -62,6 +64,8 @@ __all__ = [
     "BrokerUnavailableError",
     "ChildFailedError",
     "ChildHandle",
+    "InputOutcome",
+    "InputRejectedError",
     "NondeterminismError",
     "RetryPolicy",
     "RetryableError",

@@ -39,10 +39,12 @@ from agentstream.topics import (
     run_id_for,
 )
 
-from .exceptions import AgentFailedError, AgentNotFoundError, ApiUnavailableError, TimeoutError
+from ._outcome import InputOutcome
+from .exceptions import AgentFailedError, AgentNotFoundError, ApiUnavailableError, InputRejectedError, TimeoutError
 
 ENDED = {AgentStatus.COMPLETED.value, AgentStatus.FAILED.value, AgentStatus.CANCELLED.value}
 RESULT_WAIT_S = 25.0  # how long one `get_agent_result` request lets the processor hold it
+Wait = float | timedelta | None
 
 
 def _type_name(agent: str | type) -> str:
@@ -142,9 +144,13 @@ class AgentClient:
         *,
         task_queue: str | None = None,
         idempotency_key: str | None = None,
+        wait: Wait = None,
     ) -> str:
         """Start an agent; returns its run ID. `agent_id` defaults to a new unique ID.
 
+        With `wait` (seconds or timedelta), returns only once the processor has applied the
+        schedule, and raises `InputRejectedError` if it dead-lettered it (an agent of that ID
+        already runs, an unknown type, an input `run` refuses); see `input_outcome`.
         `task_queue` is accepted for compatibility; agents run on processors, which
         take every task queue.
         """
@@ -156,7 +162,9 @@ class AgentClient:
             idempotency_key=idempotency_key,
         )
         await self._send(message)
-        return run_id_for(message.message_id)
+        run_id = run_id_for(message.message_id)
+        await self._confirm(message.agent_id, run_id, wait)
+        return run_id
 
     async def send_agent_event(
         self,
@@ -166,8 +174,13 @@ class AgentClient:
         *,
         run_id: str | None = None,
         idempotency_key: str | None = None,
+        wait: Wait = None,
     ) -> str:
-        """Deliver an event to an agent; returns the event's message ID."""
+        """Deliver an event to an agent; returns the event's message ID.
+
+        With `wait`, returns once the agent applied it and raises `InputRejectedError` if it
+        was dead-lettered (no such agent, no such event, a payload the handler refuses).
+        """
         message = SendEvent(
             agent_id=agent_id,
             event=event_name,
@@ -176,15 +189,60 @@ class AgentClient:
             idempotency_key=idempotency_key,
         )
         await self._send(message)
+        await self._confirm(agent_id, message.message_id, wait)
         return message.message_id
 
     async def cancel_agent(
-        self, agent_id: str, reason: str | None = None, *, run_id: str | None = None, cancel_children: bool = False
+        self, agent_id: str, reason: str | None = None, *, run_id: str | None = None, cancel_children: bool = False,
+        wait: Wait = None,
     ) -> str:
-        """Stop an agent (and, with `cancel_children`, the children it started); returns the message ID."""
+        """Stop an agent (and, with `cancel_children`, the children it started); returns the message ID.
+        With `wait`, as `send_agent_event`."""
         message = CancelAgent(agent_id=agent_id, reason=reason, run_id=run_id, cancel_children=cancel_children)
         await self._send(message)
+        await self._confirm(agent_id, message.message_id, wait)
         return message.message_id
+
+    async def _confirm(self, agent_id: str, input_id: str, wait: Wait) -> None:
+        if wait is None:
+            return
+        outcome = await self.input_outcome(agent_id, input_id, timeout=wait)
+        if outcome.rejected:
+            raise InputRejectedError(
+                f"agent {agent_id!r} rejected input {input_id}: {outcome.reason} ({outcome.reason_code})",
+                agent_id=agent_id, input_id=input_id, reason_code=outcome.reason_code, reason=outcome.reason,
+            )
+
+    async def input_outcome(self, agent_id: str, input_id: str, timeout: float | timedelta = 30.0) -> InputOutcome:
+        """Wait until the processor owning `agent_id` has handled an input sent to it, and say how.
+
+        `input_id` is what the send returned: an event's or cancel's message ID, a schedule's
+        run ID. Raises agentstream's `TimeoutError` when no outcome is known within `timeout`
+        (no processor running, a backlog, or an input rejected before the processor
+        restarted: its dead letter is on the dead-letters topic). The owner holds each
+        request until the outcome is known, as for `get_agent_result`.
+        """
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        deadline = time.monotonic() + seconds
+        pause = 0.02
+        while True:
+            wait = max(0.0, min(RESULT_WAIT_S, deadline - time.monotonic()))
+            agent_url = self._agent_url(agent_id)
+            url = agent_url.with_path(f"{agent_url.raw_path}/inputs/{quote(input_id, safe='')}", encoded=True
+                                      ).with_query(wait=f"{wait:.3f}")
+            status, text = await self._get(url, extra_seconds=wait)
+            body = _json_or_none(text)
+            if status == 200 and isinstance(body, dict):
+                return InputOutcome(agent_id=agent_id, input_id=input_id, outcome=str(body.get("outcome")),
+                                    reason_code=body.get("reason_code"), reason=body.get("reason"))
+            if status not in (202, 503):  # 503: no processor owns the agent's partition now (a rebalance)
+                self._raise_for(status, text, url)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no processor reported what became of input {input_id} of agent {agent_id!r} "
+                                   f"within {seconds}s; is a processor running and caught up?")
+            if status == 503:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.25)
 
     async def get_agent_result(self, agent_id: str, timeout: float | timedelta | None = None) -> Any:
         """Wait until the agent ends and return what its `run` returned.

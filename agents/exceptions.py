@@ -81,3 +81,19 @@ class AgentFailedError(AgentstreamError):
         self.agent_id = agent_id
         self.status = status
         self.error = error
+
+
+class InputRejectedError(AgentstreamError):
+    """An input sent with `wait=` was dead-lettered by the agent's processor.
+
+    `reason_code` is one of the dead-letter reason codes (WIRE.md), e.g. `unknown_event`,
+    `invalid_payload`, `agent_not_found`, `already_running`; `reason` says what to fix.
+    """
+
+    def __init__(self, message: str, *, agent_id: str, input_id: str, reason_code: str | None,
+                 reason: str | None) -> None:
+        super().__init__(message)
+        self.agent_id = agent_id
+        self.input_id = input_id
+        self.reason_code = reason_code
+        self.reason = reason

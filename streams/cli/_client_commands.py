@@ -1,4 +1,11 @@
-"""CLI commands that act as a client: schedule, send, cancel, state."""
+"""CLI commands that act as a client: schedule, send, cancel, state.
+
+`schedule`, `send` and `cancel` wait for the input's outcome by default (`--no-wait` does
+not): the processor applies an input some time after the broker took it, and may reject it
+then (an unknown event, a payload its handler refuses, an agent that already runs). The
+command prints the outcome with the IDs and exits 1 when the input was dead-lettered (the
+reason on stderr), 3 when no processor reported an outcome in time.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from typing import Any
 
 import click
 
-from agentstream.agents import AgentClient
+from agentstream.agents import AgentClient, InputOutcome
 from agentstream.agents._registry import agent_definitions
 
 from ..security import bearer_headers
@@ -32,6 +39,42 @@ def known_agent_types(
         return None  # the processor will dead-letter what it does not know
 
 
+NO_OUTCOME_EXIT = 3  # the input is on the broker, but no processor said what became of it in time
+
+wait_option = click.option("--wait/--no-wait", default=True, show_default=True,
+                           help="Wait until a processor applied or rejected the input (exit 1 if rejected).")
+timeout_option = click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+                              help="Seconds --wait waits for the outcome (exit 3 when it does not come).")
+
+
+async def outcome_of(client: AgentClient, agent_id: str, input_id: str, wait: bool, timeout: float
+                     ) -> InputOutcome | None:
+    """The input's outcome when waiting, None when not; a missing outcome exits with NO_OUTCOME_EXIT."""
+    if not wait:
+        return None
+    try:
+        return await client.input_outcome(agent_id, input_id, timeout=timeout)
+    except TimeoutError as exc:
+        click.echo(json.dumps({"agent_id": agent_id, "input_id": input_id, "outcome": "unknown"}))
+        click.echo(f"Error: {exc}. The input is on the broker: `agentstream state {agent_id}` shows whether it "
+                   "was applied later.", err=True)
+        raise SystemExit(NO_OUTCOME_EXIT) from exc
+
+
+def report(shown: dict[str, Any], outcome: InputOutcome | None) -> None:
+    """Print what was sent (and its outcome); a rejected input exits 1 with the reason on stderr."""
+    if outcome is not None:
+        shown["outcome"] = outcome.outcome
+        if outcome.rejected:
+            shown.update(reason_code=outcome.reason_code, reason=outcome.reason)
+    click.echo(json.dumps(shown))
+    if outcome is not None and outcome.rejected:
+        raise click.ClickException(f"the input was rejected ({outcome.reason_code}): {outcome.reason}")
+    if outcome is not None and outcome.outcome == "parked":
+        click.echo(f"Note: agent {shown['agent_id']} is stuck; the input is kept and applies once the agent is "
+                   "fixed (`agentstream state` shows its error).", err=True)
+
+
 def check_agent_type(agent_type: str, known: dict[str, list[str]] | None) -> None:
     if known is not None and agent_type not in known:
         listing = ", ".join(sorted(known)) or "none"
@@ -47,22 +90,25 @@ def check_agent_type(agent_type: str, known: dict[str, list[str]] | None) -> Non
 @click.option("--id", "agent_id", help="Agent ID (default: a new unique one).")
 @click.option("--input", "input_json", metavar="JSON", help="Input for the agent's run method.")
 @click.option("--idempotency-key", help="Drop repeated schedules with the same key.")
+@wait_option
+@timeout_option
 @app_option
 @app_dir_option
 def schedule(agent_type: str, agent_id: str | None, input_json: str | None, idempotency_key: str | None,
-             app: str | None, app_dir: str | None) -> None:
-    """Schedule an agent of AGENT_TYPE; prints its agent ID and run ID."""
+             wait: bool, timeout: float, app: str | None, app_dir: str | None) -> None:
+    """Schedule an agent of AGENT_TYPE; prints its agent ID, run ID and the schedule's outcome."""
     conf = settings()
     payload = parse_json(input_json, "--input")
     check_agent_type(agent_type, known_agent_types(conf.api_url, app, app_dir, bearer_headers(conf)))
     agent_id = agent_id or f"{agent_type}-{__import__('uuid').uuid4().hex[:12]}"
 
-    async def send() -> str:
+    async def send() -> tuple[str, InputOutcome | None]:
         async with AgentClient(conf) as client:
-            return await client.schedule_agent(agent_type, agent_id, payload, idempotency_key=idempotency_key)
+            run_id = await client.schedule_agent(agent_type, agent_id, payload, idempotency_key=idempotency_key)
+            return run_id, await outcome_of(client, agent_id, run_id, wait, timeout)
 
-    run_id = run_async(send())
-    click.echo(json.dumps({"agent_id": agent_id, "run_id": run_id}))
+    run_id, outcome = run_async(send())
+    report({"agent_id": agent_id, "run_id": run_id}, outcome)
 
 
 @cli.command()
@@ -70,30 +116,39 @@ def schedule(agent_type: str, agent_id: str | None, input_json: str | None, idem
 @click.argument("event")
 @click.argument("payload", required=False, metavar="[JSON]")
 @click.option("--idempotency-key", help="Drop repeated events with the same key.")
-def send(agent_id: str, event: str, payload: str | None, idempotency_key: str | None) -> None:
-    """Send EVENT with an optional JSON payload to the agent AGENT_ID."""
+@wait_option
+@timeout_option
+def send(agent_id: str, event: str, payload: str | None, idempotency_key: str | None, wait: bool,
+         timeout: float) -> None:
+    """Send EVENT with an optional JSON payload to the agent AGENT_ID; prints its message ID and outcome."""
     conf = settings()
     value = parse_json(payload, "the event payload")
 
-    async def deliver() -> str:
+    async def deliver() -> tuple[str, InputOutcome | None]:
         async with AgentClient(conf) as client:
-            return await client.send_agent_event(agent_id, event, value, idempotency_key=idempotency_key)
+            message_id = await client.send_agent_event(agent_id, event, value, idempotency_key=idempotency_key)
+            return message_id, await outcome_of(client, agent_id, message_id, wait, timeout)
 
-    click.echo(json.dumps({"agent_id": agent_id, "event": event, "message_id": run_async(deliver())}))
+    message_id, outcome = run_async(deliver())
+    report({"agent_id": agent_id, "event": event, "message_id": message_id}, outcome)
 
 
 @cli.command()
 @click.argument("agent_id")
 @click.option("--reason", help="Why, recorded on the agent.")
-def cancel(agent_id: str, reason: str | None) -> None:
-    """Cancel the agent AGENT_ID."""
+@wait_option
+@timeout_option
+def cancel(agent_id: str, reason: str | None, wait: bool, timeout: float) -> None:
+    """Cancel the agent AGENT_ID; prints the cancel's message ID and outcome."""
     conf = settings()
 
-    async def deliver() -> str:
+    async def deliver() -> tuple[str, InputOutcome | None]:
         async with AgentClient(conf) as client:
-            return await client.cancel_agent(agent_id, reason)
+            message_id = await client.cancel_agent(agent_id, reason)
+            return message_id, await outcome_of(client, agent_id, message_id, wait, timeout)
 
-    click.echo(json.dumps({"agent_id": agent_id, "message_id": run_async(deliver())}))
+    message_id, outcome = run_async(deliver())
+    report({"agent_id": agent_id, "message_id": message_id}, outcome)
 
 
 @cli.command()

@@ -40,6 +40,7 @@ from ..engine.base import LETTER_VALUE_LIMIT
 from ..engine.record import FORMAT
 from .exceptions import UndeliverableError
 from .metrics import ProcessorMetrics
+from .outcomes import InputOutcomes, input_ids
 from .results import ResultWaiters
 from .timers import TimerIndex
 
@@ -93,6 +94,7 @@ class InputHandler:
         identity: str,
         timers: TimerIndex | None = None,
         results: ResultWaiters | None = None,
+        outcomes: InputOutcomes | None = None,
         max_record_bytes: int = 900_000,
     ) -> None:
         self._names = names
@@ -104,6 +106,7 @@ class InputHandler:
         self._letter_value_limit = min(LETTER_VALUE_LIMIT, max_record_bytes // 8)
         self.timers = timers or TimerIndex()
         self.results = results or ResultWaiters()
+        self.outcomes = outcomes or InputOutcomes()
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
         # hash of each agent's record as this process last wrote it with all its outputs delivered
         # (or wrote again and re-sent the first time it touched the agent): nothing to recover then
@@ -164,13 +167,14 @@ class InputHandler:
             )
         except InvalidMessageError as exc:
             return await self._reject(origin, exc.code, str(exc))
+        ids = input_ids(message)  # a client's input: what became of it is remembered (outcomes.py)
         key = origin.key
         if key is None or key != message.key:
             shown = key.decode(errors="replace") if key is not None else None
             return await self._reject(
                 origin, "key_mismatch",
                 f"record key {shown!r} differs from agent_id {message.agent_id!r}; "
-                "produce every record with its agent ID as the key",
+                "produce every record with its agent ID as the key", ids,
             )
         stored = self._store.get(key)
         record = None
@@ -179,12 +183,14 @@ class InputHandler:
             try:
                 record = AgentRecord.from_bytes(stored)
             except ValidationError as exc:
-                return await self._reject(origin, "record_unreadable", _unreadable(stored, exc))
+                return await self._reject(origin, "record_unreadable", _unreadable(stored, exc), ids)
             if self._settled.get(key) != hash(stored):
                 record = await self._recover(key, record, stored, now, acks)
 
         outcome = await self._engine.apply(record, message, now, origin)  # type: ignore[arg-type]
         if outcome.redelivered:
+            if ids:
+                self.outcomes.settled(ids, "duplicate")
             return "duplicate"
         if outcome.stored is not None:
             await self._persist(key, outcome.stored, acks)
@@ -203,6 +209,10 @@ class InputHandler:
             self.timers.track_record(outcome.record)
             # A result is answered from the stored record, which holds the turn once it is durable.
             on_durable.append(partial(self.results.changed, outcome.record.agent_id, outcome.record.status.value))
+        if ids:
+            rejection = outcome.rejection
+            on_durable.append(partial(self.outcomes.settled, ids, outcome.label,
+                                      rejection.code if rejection else None, rejection.reason if rejection else None))
         return outcome.label
 
     # -- the steps of a record's life ------------------------------------------------------
@@ -295,7 +305,7 @@ class InputHandler:
         while len(self._settled) > REMEMBERED_RECORDS:
             self._settled.popitem(last=False)
 
-    async def _reject(self, origin: Origin, code: str, reason: str) -> str:
+    async def _reject(self, origin: Origin, code: str, reason: str, ids: tuple[str, ...] = ()) -> str:
         """Dead-letter a record that reaches no agent's record (undecodable, unreadable state)."""
         letter = dead_letter(origin, code, reason, self._identity, self._letter_value_limit)
         try:
@@ -306,6 +316,8 @@ class InputHandler:
                                                               "topic": origin.topic, "offset": origin.offset})
             return "undeliverable"
         self._count_dead_letter(letter)
+        if ids:
+            self.outcomes.settled(ids, "dead_lettered", code, reason)
         return "dead_lettered"
 
     async def _publish_now(self, topic: str, key: bytes | None, value: bytes) -> None:

@@ -75,13 +75,9 @@ def register_views(processor: "Processor") -> None:
         """The agent's result once it ended (200), else its status (202) after waiting up to `?wait=` s.
         An agent not found is waited for too (404 only when the wait ends first): a client that
         schedules and then asks for the result usually asks before the schedule is applied."""
-        try:
-            asked = float(request.query.get("wait", "0"))
-        except ValueError:
-            asked = math.nan
-        if not math.isfinite(asked):
+        wait = _wait_seconds(request)
+        if wait is None:
             return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
-        wait = min(max(asked, 0.0), MAX_WAIT_S)
         with processor.handler.results.watching(agent_id) as ended:
             stored = table.get(agent_id.encode())
             if wait and (stored is None or AgentRecord.from_bytes(stored).status.value not in ENDED):
@@ -95,5 +91,43 @@ def register_views(processor: "Processor") -> None:
         body = {"agent_id": agent_id, "status": record.status.value, "result": record.result, "error": record.error}
         return self.json(body, status=200 if record.status.value in ENDED else 202)
 
+    @app.page("/agents/{agent_id}/inputs/{input_id}")
+    @app.table_route(table=table, match_info="agent_id")
+    async def get_input_outcome(self: web.View, request: web.Request, agent_id: str, input_id: str) -> web.Response:
+        """What became of a client's input (outcomes.py): 200 with the outcome, else 202 "pending"
+        after waiting up to `?wait=` s. `input_id` is the message ID, or a schedule's run ID."""
+        wait = _wait_seconds(request)
+        if wait is None:
+            return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
+        outcomes = processor.handler.outcomes
+        with outcomes.watching(input_id) as known:
+            if wait and outcomes.get(input_id) is None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(known), wait)
+        answer = outcomes.get(input_id) or _remembered_by_the_agent(table.get(agent_id.encode()), input_id)
+        if answer is None:
+            return self.json({"agent_id": agent_id, "input_id": input_id, "outcome": "pending"}, status=202)
+        return self.json({"agent_id": agent_id, "input_id": input_id, **answer})
+
     register_stream_view(processor)
     register_http_inputs(processor)
+
+
+def _wait_seconds(request: web.Request) -> float | None:
+    """`?wait=` as seconds, cut to `MAX_WAIT_S`; None when it is not a number."""
+    try:
+        asked = float(request.query.get("wait", "0"))
+    except ValueError:
+        return None
+    return min(max(asked, 0.0), MAX_WAIT_S) if math.isfinite(asked) else None
+
+
+def _remembered_by_the_agent(stored: bytes | None, input_id: str) -> dict[str, Any] | None:
+    """An outcome this process no longer knows (a restart, a rebalance), from the agent's record:
+    the client keys it applied, and the run ID its schedule started."""
+    if stored is None:
+        return None
+    record = AgentRecord.from_bytes(stored)
+    if input_id in record.delivery.recent_keys or input_id == record.run_id:
+        return {"outcome": "applied", "reason_code": None, "reason": None}
+    return None

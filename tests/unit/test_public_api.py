@@ -20,6 +20,8 @@ AGENTS_ALL = [
     "BrokerUnavailableError",
     "ChildFailedError",
     "ChildHandle",
+    "InputOutcome",
+    "InputRejectedError",
     "NondeterminismError",
     "RetryPolicy",
     "RetryableError",
