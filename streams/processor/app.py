@@ -303,8 +303,8 @@ def create_processor(
 
     timers = TimerService(
         timer_index,
-        read=table.get,
-        scan=lambda: (value for _, value in table.items()),
+        read=store.get,  # the records as the handler last wrote them, acknowledged or not
+        scan=store.values,
         assignment=ownership,
         send=send_timer,
         on_fire=metrics.timers_fired.inc,

@@ -22,6 +22,7 @@ letting the producer wait for metadata that will never come.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import faust
@@ -71,6 +72,21 @@ class FaustTableStore:
     def get(self, key: bytes) -> bytes | None:
         written = self._unacknowledged.get(key)
         return written[1] if written is not None else self._table.get(key)
+
+    def values(self) -> Iterator[bytes]:
+        """Every record of the owned partitions as `get` answers it: RocksDB's, with the writes
+        still on their way to the changelog in place of what RocksDB holds for their agents.
+
+        The timer service scans this after each rebalance. Scanning RocksDB alone missed the
+        timers a turn had just armed while its write waited for the broker (slow when a
+        broker has just died): nothing re-armed them when the write landed, and the agent
+        waited for a fire that never came.
+        """
+        pending = {key: value for key, (_, value) in self._unacknowledged.items()}
+        for key, value in self._table.items():
+            written = pending.pop(key, None)
+            yield written if written is not None else value
+        yield from pending.values()  # agents new since: not in RocksDB yet
 
     def put(self, key: bytes, value: bytes) -> Any:
         """Send `value` to the changelog; `get` answers it at once, RocksDB has it once acknowledged."""

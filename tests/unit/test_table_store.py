@@ -1,10 +1,12 @@
 """`FaustTableStore` puts a written record into RocksDB when the changelog acknowledges it,
 unless a rebalance took its partition away in between: then the record comes from the
 changelog, and a late acknowledgement must not overwrite what recovery applied since.
+Until then, what it answers (`get`, `values`) is the record as last written.
 A real Faust table on RocksDB; only the producer is stood in for (no broker here)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +15,10 @@ import faust
 import pytest
 from faust.types import TP
 
+from agentstream.streams.engine import AgentRecord
 from agentstream.streams.processor.publish import FaustTableStore
+from agentstream.streams.processor.timers import TimerIndex, TimerService
+from agentstream.topics import AgentStatus, TimerFired
 
 PARTITION = 1
 CHANGELOG = TP("store-agents-changelog", PARTITION)
@@ -39,6 +44,7 @@ def table(tmp_path: Path) -> Any:
     table._on_changelog_sent = lambda fut: None  # the restore point's handling is not under test
     table.partition_for_key = lambda key: PARTITION  # the partition of the input being handled
     table.send_changelog = lambda partition, key, value: Sent(key, value)
+    app.assignor.assigned_actives = lambda: {CHANGELOG}  # what `table.items()` covers: the owned partitions
     return table
 
 
@@ -81,3 +87,36 @@ def test_a_late_acknowledgement_after_a_rebalance_does_not_overwrite_the_new_own
         tp=CHANGELOG, partition=PARTITION, offset=12, key=b"a", value=b"turn 2 by the new owner"))])
     acknowledge(table, sent, 10)  # the old write's acknowledgement comes only now
     assert in_rocksdb(table, b"a") == b"turn 2 by the new owner"
+
+
+def test_values_are_what_get_answers_with_writes_on_their_way_in_place_of_rocksdb(table: Any) -> None:
+    store = FaustTableStore(table)
+    store.install()
+    acknowledge(table, store.put(b"a", b"a turn 1"), 10)
+    acknowledge(table, store.put(b"b", b"b turn 1"), 11)
+    store.put(b"a", b"a turn 2")  # on its way
+    store.put(b"c", b"c turn 1")  # a new agent, on its way
+    assert sorted(store.values()) == [b"a turn 2", b"b turn 1", b"c turn 1"]
+
+
+async def test_a_rescan_while_a_write_arming_a_timer_is_on_its_way_keeps_the_timer(table: Any) -> None:
+    """What the processor's timer service scans after a rebalance (app.py passes `store.values`).
+    Scanning RocksDB alone lost a timer armed by a turn whose write waited for the broker (a
+    broker had died): nothing re-armed it when the write landed, and the agent waited forever."""
+    store = FaustTableStore(table)
+    store.install()
+    due = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+    before = AgentRecord(agent_id="c1", agent_type="T", run_id="r1", status=AgentStatus.RUNNING, created_at=due,
+                         updated_at=due)
+    acknowledge(table, store.put(b"c1", before.to_bytes()), 10)
+    armed = before.evolve(timers={"t:2": due})
+    store.put(b"c1", armed.to_bytes())  # the turn that armed the timer: acknowledged only later
+    sent: list[TimerFired] = []
+
+    async def send(fired: TimerFired) -> None:
+        sent.append(fired)
+
+    service = TimerService(TimerIndex(), read=store.get, scan=store.values, assignment=lambda: "after a rebalance",
+                           send=send, clock=lambda: due.timestamp() + 1)
+    assert await service.tick() == 1
+    assert [(f.agent_id, f.timer_id, f.fire_at) for f in sent] == [("c1", "t:2", due)]
