@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from types import FrameType
@@ -16,10 +17,13 @@ import click
 from ..broker.apache import DEV_FOLDER, ApacheKafkaCluster, dev_cluster, kafka_version
 from ..broker.embedded import EmbeddedBroker
 from ..devstack import DevStack
+from ..settings import DEFAULT_BOOTSTRAP, Settings
 from . import app_dir_option, app_option, cli, run_async
+from ._dev_logs import LogFollower
 from ._loading import load_app
 
 DEMO_APP = "examples.taskprocessor"
+DEV_PORTS = {"broker": 9092, "http": 6066, "worker": 6067}  # the defaults of Settings and of `processor`/`worker`
 
 
 def _external_bootstrap() -> str | None:
@@ -47,8 +51,12 @@ def _progress(message: str) -> None:
 
 
 def _serve_until_interrupted(stack: DevStack) -> None:
+    """Print the components' agent logs, rejections and warnings (`_dev_logs.py`) until Ctrl-C."""
+    follower = LogFollower({c.name: c.log_path for c in (stack.processor, stack.worker)})
     try:
         while True:
+            for line in follower.new_lines():
+                click.echo(line)
             for component in (stack.processor, stack.worker):
                 if component.process is not None and component.process.poll() is not None:
                     raise click.ClickException(
@@ -57,6 +65,20 @@ def _serve_until_interrupted(stack: DevStack) -> None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         _progress("stopping ...")
+
+
+def preferred_port(port: int) -> int | None:
+    """`port` if nothing listens there now, else None (a free one is picked).
+
+    SO_REUSEADDR as the servers bind (aiohttp, the broker): connections of a stack that just
+    stopped, lingering in TIME_WAIT, do not keep the port from the next one."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+    return port
 
 
 def _print_addresses(stack: DevStack) -> None:
@@ -72,10 +94,13 @@ def _print_addresses(stack: DevStack) -> None:
     ]
     for label, value in lines:
         click.echo(f"  {label:18} {value}")
-    click.echo(
-        f"\nIn another shell:\n  export AGENTSTREAM_KAFKA_BOOTSTRAP={stack.bootstrap} "
-        f"AGENTSTREAM_API_URL={stack.processor.url}"
-    )
+    if stack.bootstrap == DEFAULT_BOOTSTRAP and stack.processor.url == Settings.model_fields["api_url"].default:
+        click.echo("\nOn the default ports: the CLI and AgentClient() find it without any AGENTSTREAM_* variable.")
+    else:
+        click.echo(
+            f"\nIn another shell:\n  export AGENTSTREAM_KAFKA_BOOTSTRAP={stack.bootstrap} "
+            f"AGENTSTREAM_API_URL={stack.processor.url}"
+        )
 
 
 def _start(stack: DevStack) -> None:
@@ -96,9 +121,13 @@ def _start(stack: DevStack) -> None:
 @cli.command()
 @app_option
 @app_dir_option
-@click.option("--broker-port", type=int, default=None, help="Embedded broker port (default: a free one).")
-@click.option("--http-port", type=int, default=None, help="Processor HTTP port (default: a free one).")
-@click.option("--worker-http-port", type=int, default=None, help="Worker HTTP port (default: a free one).")
+@click.option("--broker-port", type=int, default=None,
+              help=f"Embedded broker port (default: {DEV_PORTS['broker']} if free, else a free one).")
+@click.option("--http-port", type=int, default=None,
+              help=f"Processor HTTP port (default: {DEV_PORTS['http']} if free, else a free one).")
+@click.option("--worker-http-port", type=int, default=None,
+              help=f"Worker HTTP port (default: {DEV_PORTS['worker']} if free, else a free one).")
+@click.option("--any-ports", is_flag=True, help="Free ports instead of the defaults (several dev stacks at once).")
 @click.option("--partitions", type=int, default=4, show_default=True)
 @click.option("--broker", "broker_kind", type=click.Choice(["embedded", "apache"]), default="embedded",
               show_default=True, help="embedded: in memory, gone when dev stops. apache: Apache Kafka (needs java 17 "
@@ -107,8 +136,14 @@ def _start(stack: DevStack) -> None:
               help="With --broker apache: where the broker's data, the processor's state and the logs stay "
               "[default: .agentstream].")
 def dev(app: str | None, app_dir: str | None, broker_port: int | None, http_port: int | None,
-        worker_http_port: int | None, partitions: int, broker_kind: str, data_dir: Path | None) -> None:
-    """Run broker, topics, processor, worker and HTTP API in one command; Ctrl-C stops all."""
+        worker_http_port: int | None, any_ports: bool, partitions: int, broker_kind: str,
+        data_dir: Path | None) -> None:
+    """Run broker, topics, processor, worker and HTTP API in one command; Ctrl-C stops all.
+
+    It prints the agents' logs, rejected inputs and warnings as they happen. On the
+    default ports (the CLI's and the client's defaults too) no AGENTSTREAM_* variable
+    is needed in another shell.
+    """
     if data_dir is not None and broker_kind != "apache":
         raise click.UsageError("--data-dir keeps data of --broker apache; the embedded broker keeps nothing")
     external = _external_bootstrap()
@@ -116,6 +151,11 @@ def dev(app: str | None, app_dir: str | None, broker_port: int | None, http_port
         raise click.UsageError(f"--broker apache starts its own broker, but AGENTSTREAM_KAFKA_BOOTSTRAP={external} "
                                "is set: unset it, or drop --broker")
     load_app(app, app_dir)  # fail fast on a bad --app, before starting anything
+    if not any_ports:
+        if broker_kind == "embedded" and not external:
+            broker_port = broker_port or preferred_port(DEV_PORTS["broker"])
+        http_port = http_port or preferred_port(DEV_PORTS["http"])
+        worker_http_port = worker_http_port or preferred_port(DEV_PORTS["worker"])
     stack = DevStack(app or "", app_dir=Path(app_dir) if app_dir else None, broker_port=broker_port,
                      http_port=http_port, worker_http_port=worker_http_port, partitions=partitions,
                      external_bootstrap=external, broker="apache" if broker_kind == "apache" else "embedded",

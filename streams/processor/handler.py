@@ -356,7 +356,8 @@ class InputHandler:
         log.warning(
             "record dead-lettered",
             extra={"reason_code": letter.reason_code, "reason": letter.reason, "topic": letter.source_topic,
-                   "partition": letter.partition, "offset": letter.offset},
+                   "partition": letter.partition, "offset": letter.offset,
+                   "agent_id": letter.key if letter.key_encoding == "utf-8" else None},
         )
 
     def _observe(self, kind: str, turn: TurnOutcome) -> None:

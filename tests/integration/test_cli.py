@@ -430,24 +430,35 @@ def test_missing_app_module_gives_a_clear_error(command: str) -> None:
 # --- dev and demo ---------------------------------------------------------------------
 
 
-def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+DEV_DEFAULTS = {"bootstrap": 9092, "api": 6066, "worker": 6067}  # the CLI's and the client's defaults
+
+
+def test_dev_runs_everything_on_the_default_ports_prints_rejections_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    defaults_free = not any(accepts_connections(port) for port in DEV_DEFAULTS.values())
     with dev_process(tmp_path, *APP_ARGS) as dev:
         addresses = read_addresses(dev)
         bootstrap = "%s:%d" % addresses["bootstrap"]
         api = "%s:%d" % addresses["api"]
         dev.children = descendants(dev.process.pid)
+        if defaults_free:  # then dev takes them, and the CLI needs no variable at all
+            assert {name: port for name, (_, port) in addresses.items()} == DEV_DEFAULTS, dev.transcript()
+            env = cli_env()
+        else:
+            env = cli_env(AGENTSTREAM_KAFKA_BOOTSTRAP=bootstrap, AGENTSTREAM_API_URL=api)
 
         wait_for(lambda: get_json(f"{api}/ready")[0] == 200, 30, f"{api}/ready answering 200")
         status, types = get_json(f"{api}/agent-types")
         assert status == 200 and "Recorder" in types, types
         assert "note" in types["Recorder"]["events"]
 
-        env = cli_env(AGENTSTREAM_KAFKA_BOOTSTRAP=bootstrap, AGENTSTREAM_API_URL=api)
         scheduled = run_cli("schedule", "Recorder", "--id", "x", env=env)
         assert scheduled.returncode == 0, scheduled.output
         assert json_object_in(scheduled.stdout)["agent_id"] == "x"
         sent = run_cli("send", "x", "note", '{"n": 1}', env=env)
         assert sent.returncode == 0, sent.output
+        typo = run_cli("send", "x", "nite", '{"n": 2}', "--no-wait", env=env)
+        assert typo.returncode == 0, typo.output  # sent without waiting: dev's terminal shows the rejection
+        dev.read_until(r"WARNING agent x: record dead-lettered \[unknown_event\] .*has no event 'nite'", 60)
 
         def notes() -> list[int] | None:
             result = run_cli("state", "x", env=env)
