@@ -354,6 +354,28 @@ class AgentClient:
         base = URL(self.settings.api_url)
         return base.with_path(f"{base.raw_path.rstrip('/')}/agents/{segment}", encoded=True)
 
+    async def list_agents(
+        self, *, status: str | list[str] | None = None, agent_type: str | list[str] | None = None,
+        prefix: str = "", limit: int = 100,
+    ) -> dict[str, Any]:
+        """Agents of every processor of the application, sorted by ID: `{"agents": [{agent_id,
+        agent_type, status, created_at, updated_at, error}], "truncated": ..., "processors": ...,
+        "unreachable": [...]}`. Filters by status(es), type(s) and ID prefix; at most `limit`."""
+        query: list[tuple[str, str]] = [("limit", str(limit))]
+        for name, wanted in (("status", status), ("type", agent_type)):
+            for value in [wanted] if isinstance(wanted, str) else wanted or []:
+                query.append((name, value))
+        if prefix:
+            query.append(("prefix", prefix))
+        base = URL(self.settings.api_url)
+        url = base.with_path(f"{base.raw_path.rstrip('/')}/agents", encoded=True).with_query(query)
+        status_code, text = await self._get(url)
+        if status_code == 400:
+            raise ValueError(str((_json_or_none(text) or {}).get("detail", text)))
+        if status_code != 200:
+            self._raise_for(status_code, text, url)
+        return json.loads(text)  # type: ignore[no-any-return]
+
     async def get_agent_state(self, agent_id: str) -> dict[str, Any]:
         """The agent's record as its owning processor has it now.
 

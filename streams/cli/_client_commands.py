@@ -1,4 +1,4 @@
-"""CLI commands that act as a client: schedule, send, cancel, state.
+"""CLI commands that act as a client: schedule, send, cancel, state, list.
 
 `schedule`, `send` and `cancel` wait for the input's outcome by default (`--no-wait` does
 not): the processor applies an input some time after the broker took it, and may reject it
@@ -162,3 +162,35 @@ def state(agent_id: str) -> None:
             return await client.get_agent_state(agent_id)
 
     click.echo(json.dumps(run_async(fetch()), indent=2))
+
+
+@cli.command("list")
+@click.option("--status", "statuses", multiple=True, help="Only agents with this status (repeatable): running, "
+              "completed, failed, cancelled, stuck.")
+@click.option("--type", "types", multiple=True, help="Only agents of this type (repeatable).")
+@click.option("--prefix", default="", help="Only agents whose ID starts with this.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer instead of a table.")
+def list_agents(statuses: tuple[str, ...], types: tuple[str, ...], prefix: str, limit: int, as_json: bool) -> None:
+    """List agents across all processors, with their type and status (asks AGENTSTREAM_API_URL)."""
+    conf = settings()
+
+    async def fetch() -> dict[str, Any]:
+        async with AgentClient(conf) as client:
+            return await client.list_agents(status=list(statuses), agent_type=list(types), prefix=prefix, limit=limit)
+
+    answer = run_async(fetch())
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    rows = [(a["agent_id"], a.get("agent_type") or "", a.get("status") or "", (a.get("updated_at") or "")[:19])
+            for a in answer["agents"]]
+    widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(("AGENT", "TYPE", "STATUS"))]
+    click.echo(f"{'AGENT':{widths[0]}}  {'TYPE':{widths[1]}}  {'STATUS':{widths[2]}}  UPDATED")
+    for agent_id, agent_type, status, updated in rows:
+        click.echo(f"{agent_id:{widths[0]}}  {agent_type:{widths[1]}}  {status:{widths[2]}}  {updated}")
+    more = " (more match: raise --limit or filter)" if answer.get("truncated") else ""
+    click.echo(f"{len(rows)} agents from {answer.get('processors', 1)} processor(s){more}", err=True)
+    for missing in answer.get("unreachable", []):
+        click.echo(f"Warning: processor {missing['processor']} did not answer ({missing['error']}); its agents "
+                   "are missing", err=True)

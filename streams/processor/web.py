@@ -19,6 +19,7 @@ from agentstream.agents._registry import agent_definitions
 
 from ..engine import AgentRecord
 from .http_inputs import register_http_inputs
+from .listing import register_listing
 from .owners import LocalOwnership
 from .results import ENDED, MAX_WAIT_S
 from .sse import register_stream_view
@@ -109,6 +110,7 @@ def register_views(processor: "Processor") -> None:
             return self.json({"agent_id": agent_id, "input_id": input_id, "outcome": "pending"}, status=202)
         return self.json({"agent_id": agent_id, "input_id": input_id, **answer})
 
+    register_listing(processor)
     register_stream_view(processor)
     register_http_inputs(processor)
 
