@@ -1,4 +1,4 @@
-"""CLI commands that act as a client: schedule, send, cancel, state, list.
+"""CLI commands that act as a client: schedule, send, cancel, state, list, dead-letters.
 
 `schedule`, `send` and `cancel` wait for the input's outcome by default (`--no-wait` does
 not): the processor applies an input some time after the broker took it, and may reject it
@@ -194,3 +194,35 @@ def list_agents(statuses: tuple[str, ...], types: tuple[str, ...], prefix: str, 
     for missing in answer.get("unreachable", []):
         click.echo(f"Warning: processor {missing['processor']} did not answer ({missing['error']}); its agents "
                    "are missing", err=True)
+
+
+@cli.command("dead-letters")
+@click.option("--agent", "agent_id", help="Only the records rejected for this agent.")
+@click.option("--reason", "reasons", multiple=True, help="Only this reason code (repeatable), e.g. unknown_event.")
+@click.option("--follow", is_flag=True, help="Keep waiting for new ones (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter, the rejected record included.")
+def dead_letters(agent_id: str | None, reasons: tuple[str, ...], follow: bool, as_json: bool) -> None:
+    """Print the records agentstream rejected, oldest first, each with why."""
+    conf = settings()
+
+    async def read() -> int:
+        shown = 0
+        async with AgentClient(conf) as client:
+            async for letter in client.dead_letters(agent_id, follow=follow):
+                if reasons and letter.reason_code not in reasons:
+                    continue
+                shown += 1
+                if as_json:
+                    click.echo(letter.model_dump_json())
+                    continue
+                value = letter.value if len(letter.value) <= 200 else letter.value[:197] + "..."
+                click.echo(f"{letter.rejected_at:%Y-%m-%d %H:%M:%S} {letter.key or '-'}  {letter.reason_code}: "
+                           f"{letter.reason}\n    {letter.source_topic} partition {letter.partition} offset "
+                           f"{letter.offset}, rejected by {letter.rejected_by}: {value}")
+        return shown
+
+    try:
+        count = run_async(read())
+    except KeyboardInterrupt:
+        return
+    click.echo(f"{count} dead letters", err=True)

@@ -113,3 +113,14 @@ async def test_the_cli_reports_each_outcome_and_exits_non_zero_with_the_reason_w
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["outcome"] == "applied", cancelled.stderr
     gone = await asyncio.to_thread(cli, "send", "c1", "note", '{"n": 4}')
     assert gone.returncode == 1 and "agent_not_running" in gone.stderr, gone.stdout + gone.stderr
+
+    # Every rejection above is on dead-letters, with its reason: `agentstream dead-letters` reads them back.
+    letters = await asyncio.to_thread(cli, "dead-letters", "--agent", "c1", "--json")
+    assert letters.returncode == 0, letters.stderr
+    read = [json.loads(line) for line in letters.stdout.splitlines()]
+    assert [r["reason_code"] for r in read] == ["already_running", "unknown_event", "unknown_event",
+                                                "agent_not_running"]
+    assert all(r["key"] == "c1" for r in read) and '"nots"' in read[1]["value"]
+    readable = await asyncio.to_thread(cli, "dead-letters", "--agent", "c1", "--reason", "unknown_event")
+    assert readable.returncode == 0 and "2 dead letters" in readable.stderr, readable.stderr
+    assert readable.stdout.count("unknown_event: agent type Recorder has no event 'nots'") == 2, readable.stdout
