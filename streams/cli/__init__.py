@@ -144,7 +144,7 @@ def topics_list() -> None:
         click.echo(f"{name:60} {counts.get(name, 'missing')}")
 
 
-from . import _approval_commands, _client_commands, _dev  # noqa: E402  (they register commands on `cli`)
+from . import _approval_commands, _client_commands, _dev, _follow_commands  # noqa: E402  (they register commands on `cli`)
 
 
 def main() -> None:
