@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
-from pydantic import TypeAdapter
+from pydantic import PydanticUserError, TypeAdapter
 
 from .exceptions import AgentDefinitionError, UnknownAgentTypeError
 
@@ -26,6 +26,17 @@ class Parameter:
 
     def validate(self, value: Any) -> Any:
         return value if self.adapter is None else self.adapter.validate_python(value)
+
+    def describe(self) -> dict[str, Any]:
+        """The input as `/agent-types` shows it: its JSON schema (`{}`: any JSON, no annotation)
+        and whether it may be left out."""
+        schema: dict[str, Any] = {}
+        if self.adapter is not None:
+            try:
+                schema = self.adapter.json_schema()
+            except PydanticUserError as exc:  # a type with no JSON schema (an arbitrary class)
+                schema = {"description": f"not expressible as JSON schema: {exc}"}
+        return {"name": self.name, "schema": schema, "optional": self.optional}
 
     def arguments(self, value: Any) -> list[Any]:
         """The positional arguments for a call with input `value`."""
@@ -112,3 +123,14 @@ def agent_definitions() -> Mapping[str, AgentDefinition]:
 
 def function_definitions() -> Mapping[str, FunctionDefinition]:
     return dict(_functions)
+
+
+def describe_agent(definition: AgentDefinition) -> dict[str, Any]:
+    """An agent type as `GET /agent-types` shows it: its events, and the JSON schema of the run's
+    input and of each event's payload (None: it takes none)."""
+    return {
+        "events": sorted(definition.events),
+        "input": definition.run_parameter.describe() if definition.run_parameter else None,
+        "payloads": {name: (event.parameter.describe() if event.parameter else None)
+                     for name, event in sorted(definition.events.items())},
+    }

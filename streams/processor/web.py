@@ -15,7 +15,7 @@ from faust.exceptions import SameNode
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from faust.web.exceptions import ServiceUnavailable
 
-from agentstream.agents._registry import agent_definitions
+from agentstream.agents._registry import agent_definitions, describe_agent
 
 from ..engine import AgentRecord
 from .http_inputs import register_http_inputs
@@ -41,11 +41,12 @@ def register_views(processor: "Processor") -> None:
         body = {"ready": is_ready, "assigned_partitions": processor.assigned_partitions()}
         return self.json(body, status=200 if is_ready else 503)
 
+    described = {name: describe_agent(d) for name, d in sorted(agent_definitions().items())}  # fixed once loaded
+
     @app.page("/agent-types")
     async def agent_types(self: web.View, request: web.Request) -> web.Response:
-        return self.json(
-            {name: {"events": sorted(d.events)} for name, d in sorted(agent_definitions().items())}
-        )
+        """Each agent type: its events, and the JSON schemas of its run input and event payloads."""
+        return self.json(described)
 
     local = LocalOwnership(app, processor.names.agent_events)
 

@@ -450,6 +450,7 @@ def test_dev_runs_everything_on_the_default_ports_prints_rejections_and_stops_on
         status, types = get_json(f"{api}/agent-types")
         assert status == 200 and "Recorder" in types, types
         assert "note" in types["Recorder"]["events"]
+        assert types["Recorder"]["payloads"]["note"]["schema"]["required"] == ["n"]  # what to send, as JSON schema
 
         scheduled = run_cli("schedule", "Recorder", "--id", "x", env=env)
         assert scheduled.returncode == 0, scheduled.output
