@@ -41,22 +41,12 @@ from agentstream.topics import (
 )
 
 from ._outcome import InputOutcome
+from ._registry import type_name
 from .exceptions import AgentFailedError, AgentNotFoundError, ApiUnavailableError, InputRejectedError, TimeoutError
 
 ENDED = {AgentStatus.COMPLETED.value, AgentStatus.FAILED.value, AgentStatus.CANCELLED.value}
 RESULT_WAIT_S = 25.0  # how long one `get_agent_result` request lets the processor hold it
 Wait = float | timedelta | None
-
-
-def _type_name(agent: str | type) -> str:
-    if isinstance(agent, str):
-        return agent
-    from ._registry import agent_definitions
-
-    for name, definition in agent_definitions().items():
-        if definition.cls is agent:
-            return name
-    return agent.__name__
 
 
 class AgentClient:
@@ -155,7 +145,7 @@ class AgentClient:
         `task_queue` is accepted for compatibility; agents run on processors, which
         take every task queue.
         """
-        name = _type_name(agent_name)
+        name = type_name(agent_name)
         message = ScheduleAgent(
             agent_id=agent_id or f"{name}-{uuid.uuid4().hex[:12]}",
             agent_type=name,
@@ -396,6 +386,17 @@ class AgentClient:
             segment = segment.replace(".", "%2E")
         base = URL(self.settings.api_url)
         return base.with_path(f"{base.raw_path.rstrip('/')}/agents/{segment}", encoded=True)
+
+    async def get_agent_record(self, agent_id: str) -> dict[str, Any]:
+        """The agent's whole stored record, as its owner keeps it (for `agents.testing.replay_record`)."""
+        agent_url = self._agent_url(agent_id)
+        url = agent_url.with_path(f"{agent_url.raw_path}/record", encoded=True)
+        status, text = await self._get(url)
+        if status == 404 and _is_agent_not_found(text):
+            raise AgentNotFoundError(f"no agent {agent_id!r}: it was never scheduled, or is not processed yet")
+        if status != 200:
+            self._raise_for(status, text, url)
+        return json.loads(text)  # type: ignore[no-any-return]
 
     async def list_agents(
         self, *, status: str | list[str] | None = None, agent_type: str | list[str] | None = None,

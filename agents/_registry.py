@@ -117,6 +117,16 @@ def agent_definition(name: str) -> AgentDefinition:
         raise UnknownAgentTypeError(f"unknown agent type {name!r}; registered: {known}") from None
 
 
+def type_name(agent: str | type) -> str:
+    """The registered name of an agent class (or the name itself, when given a string)."""
+    if isinstance(agent, str):
+        return agent
+    for name, definition in _agents.items():
+        if definition.cls is agent:
+            return name
+    return agent.__name__
+
+
 def agent_definitions() -> Mapping[str, AgentDefinition]:
     return dict(_agents)
 

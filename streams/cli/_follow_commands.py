@@ -1,5 +1,6 @@
-"""CLI commands that wait on an agent: `result` (its result once it ends) and `watch` (its
-updates and live output as they happen, until it ends).
+"""CLI commands that wait on or check an agent: `result` (its result once it ends), `watch` (its
+updates and live output as they happen, until it ends) and `replay` (its stored record
+through the code about to be deployed).
 
 Both exit 0 when the agent completed, 1 when it failed or was cancelled (the error on
 stderr), and 3 (`result` only) when it did not end within `--timeout`.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,8 +19,9 @@ import click
 from agentstream.agents import AgentClient, AgentFailedError, AgentNotFoundError
 from agentstream.topics import AgentStatus, AgentUpdate, StreamItem
 
-from . import cli, run_async, settings
+from . import app_dir_option, app_option, cli, run_async, settings
 from ._client_commands import NO_OUTCOME_EXIT
+from ._loading import load_app
 
 ENDED = {AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED}
 
@@ -133,3 +136,35 @@ def show(item: AgentUpdate | StreamItem, as_json: bool) -> None:
         click.echo(str(event.data.get("text", "") if isinstance(event.data, dict) else event.data or ""), nl=False)
     else:
         click.echo(f"\n[{event.type}] {json.dumps(event.data)}")
+
+
+@cli.command()
+@click.argument("agent_ids", nargs=-1, metavar="[AGENT_ID]...")
+@click.option("--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A stored record (JSON, as GET /agents/{id}/record answers) instead of asking the processor.")
+@app_option
+@app_dir_option
+def replay(agent_ids: tuple[str, ...], files: tuple[Path, ...], app: str | None, app_dir: str | None) -> None:
+    """Replay stored agents through the code of --app, before deploying it: exit 1 if any would take
+    another path than it took (it would be parked as stuck with a NondeterminismError)."""
+    if not agent_ids and not files:
+        raise click.UsageError("name agents to replay (their IDs), or records with --file")
+    from agentstream.agents.testing import replay_record  # the engine: loaded by this command only
+
+    load_app(app, app_dir)
+    records: list[Any] = [path.read_text(encoding="utf-8") for path in files]
+    if agent_ids:
+        conf = settings()
+
+        async def fetch() -> list[dict[str, Any]]:
+            async with AgentClient(conf) as client:
+                return [await client.get_agent_record(agent_id) for agent_id in agent_ids]
+
+        records += run_async(fetch())
+    reports = [replay_record(record) for record in records]
+    for report in reports:
+        click.echo(("ok    " if report.ok else "FAILS ") + str(report))
+    failed = sum(not r.ok for r in reports)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(reports)} agents would not replay with this code; deploying it "
+                                   "would park them as stuck")

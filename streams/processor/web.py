@@ -93,6 +93,17 @@ def register_views(processor: "Processor") -> None:
         body = {"agent_id": agent_id, "status": record.status.value, "result": record.result, "error": record.error}
         return self.json(body, status=200 if record.status.value in ENDED else 202)
 
+    @app.page("/agents/{agent_id}/record")
+    @app.table_route(table=table, match_info="agent_id")
+    async def get_record(self: web.View, request: web.Request, agent_id: str) -> web.Response:
+        """The agent's whole stored record (journal, base, delivery bookkeeping included): what
+        `agentstream replay` runs through new code before a deploy (agents.testing.replay_record)."""
+        stored = table.get(agent_id.encode())
+        if stored is None:
+            return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "
+                              "or its schedule is not processed yet"}, status=404)
+        return self.bytes(stored, content_type="application/json")
+
     @app.page("/agents/{agent_id}/inputs/{input_id}")
     @app.table_route(table=table, match_info="agent_id")
     async def get_input_outcome(self: web.View, request: web.Request, agent_id: str, input_id: str) -> web.Response:

@@ -187,6 +187,7 @@ async def execute(
     on_heartbeat: Callable[[], None] | None = None,
     on_start: Callable[[], None] | None = None,
     emit: Emitter | None = None,
+    now: datetime | None = None,
 ) -> StepResult:
     """Run one attempt of `command`; never raises for a failure of the step itself.
 
@@ -194,13 +195,14 @@ async def execute(
     an attempt that never calls it: expired, unknown function, invalid input).
     `on_heartbeat` is called (possibly from a worker thread) on every heartbeat().
     `emit` is what `step_context().emit` calls: the attempt's way onto agent-stream.
+    `now` is the time the attempt starts (default: the clock's; a test environment's own time).
     Cancelling the caller cancels an async function; a sync one runs on in its thread.
     """
     started = time.perf_counter()
     output, error = None, None
     definition = functions.get(command.function)
     try:
-        expired = _schedule_to_start_error(command, datetime.now(timezone.utc))
+        expired = _schedule_to_start_error(command, now or datetime.now(timezone.utc))
         if expired is not None:
             raise _Failed(expired)
         if definition is None:

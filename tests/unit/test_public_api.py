@@ -106,7 +106,8 @@ LLM_ALL = [
     "tool",
 ]
 
-TESTING_ALL = ["HttpError", "RecordedRequest", "Reply", "Responder", "ScriptedLLM", "ToolCall", "Usage"]
+TESTING_ALL = ["AgentTestEnvironment", "HttpError", "RecordedRequest", "ReplayReport", "Reply", "Responder",
+               "ScriptedLLM", "ToolCall", "Usage", "replay_record"]
 
 PINNED = {
     "agentstream.agents": AGENTS_ALL,
