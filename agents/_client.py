@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 from yarl import URL
 
 from agentstream.streams.broker.profile import detect_profile
+from agentstream.streams.dead_letters import read_dead_letters
 from agentstream.streams.kafka import connection_failed, partitions_now
 from agentstream.streams.kafka import producer as kafka_producer
 from agentstream.streams.security import bearer_headers, kafka_options
@@ -315,40 +316,11 @@ class AgentClient:
         `follow` the iterator ends at the end of the topic as it was when it started;
         with it, it waits for new ones until you stop iterating.
         """
-        topic = self.names.dead_letters
-        security = self._kafka_options()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None, **security
-        )
-        try:
-            await consumer.start()
-        except (KafkaError, OSError) as exc:
-            await consumer.stop()
-            raise await connection_failed(self.settings.kafka_bootstrap, security, exc) from exc
-        try:
-            partitions = await partitions_now(consumer, topic)
-            if not partitions:
-                raise AgentNotFoundError(f"topic {topic} does not exist; run `agentstream topics create`")
-            key = None if agent_id is None else agent_id.encode()
-            chosen = (range(len(partitions)) if key is None
-                      else [DefaultPartitioner()(key, partitions, partitions)])
-            assigned = [TopicPartition(topic, p) for p in chosen]
-            consumer.assign(assigned)
-            await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(assigned)
-            while True:
-                if not follow and all(position >= ends[tp] for tp, position in
-                                      zip(assigned, [await consumer.position(tp) for tp in assigned])):
-                    return
-                batches = await consumer.getmany(*assigned, timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        if not follow and record.offset >= ends[TopicPartition(record.topic, record.partition)]:
-                            continue
-                        if key is None or record.key == key:
-                            yield DeadLetter.model_validate_json(record.value)
-        finally:
-            await consumer.stop()
+        letters = read_dead_letters(self.settings.kafka_bootstrap, self.names.dead_letters, self._kafka_options(),
+                                    agent_id, follow=follow)
+        async with contextlib.aclosing(letters):
+            async for letter in letters:
+                yield letter
 
     async def stream(
         self, agent_id: str, after: str | None = None, *, follow: bool = True, timeout: float | timedelta | None = None

@@ -178,6 +178,7 @@ def test_wheel_contents(built_wheel: Path) -> None:
         assert f"agentstream/{sub}/py.typed" in files, f"agentstream/{sub}/py.typed missing from the wheel"
     if (REPO / "topics" / "WIRE.md").exists():
         assert "agentstream/topics/WIRE.md" in files, "topics/WIRE.md is not in the wheel"
+    assert "agentstream/streams/processor/ui.html" in files, "the web inspector's page is not in the wheel"
 
     # Every Python file of the three folders ships, under agentstream/.
     expected = {

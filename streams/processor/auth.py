@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/ui"})  # /ui: a static page, no data
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

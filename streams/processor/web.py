@@ -19,6 +19,7 @@ from agentstream.agents._registry import agent_definitions, describe_agent
 
 from ..engine import AgentRecord
 from .http_inputs import register_http_inputs
+from .inspector import register_inspector
 from .listing import register_listing
 from .owners import LocalOwnership
 from .results import ENDED, MAX_WAIT_S
@@ -123,6 +124,7 @@ def register_views(processor: "Processor") -> None:
         return self.json({"agent_id": agent_id, "input_id": input_id, **answer})
 
     register_listing(processor)
+    register_inspector(processor)
     register_stream_view(processor)
     register_http_inputs(processor)
 
