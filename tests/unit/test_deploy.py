@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "agentstream.json"
-MANIFESTS = sorted(p for p in (DEPLOY / "kubernetes").iterdir() if p.suffix in (".yaml", ".yml"))
+MANIFESTS = sorted(p for p in (DEPLOY / "kubernetes").rglob("*.y*ml")
+                   if p.suffix in (".yaml", ".yml") and p.name != "kustomization.yaml")
 CONFIGMAP = DEPLOY / "kubernetes" / "00-configmap.yaml"
 
 METRIC_NAME = re.compile(r"agentstream_[a-z_]+")
