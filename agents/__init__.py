@@ -35,6 +35,8 @@ from .exceptions import (
     UnknownAgentTypeError,
 )
 
+from . import _cron  # noqa: F401,E402  (registers the built-in schedule type, agentstream.Cron)
+
 if TYPE_CHECKING:
     from ._client import AgentClient
 

@@ -41,6 +41,7 @@ from agentstream.topics import (
     run_id_for,
 )
 
+from ._cron import CRON_TYPE, cron_input
 from ._outcome import InputOutcome
 from ._registry import type_name
 from .exceptions import AgentFailedError, AgentNotFoundError, ApiUnavailableError, InputRejectedError, TimeoutError
@@ -157,6 +158,21 @@ class AgentClient:
         run_id = run_id_for(message.message_id)
         await self._confirm(message.agent_id, run_id, wait)
         return run_id
+
+    async def schedule_cron(
+        self, agent_name: str | type, cron: str, *, schedule_id: str | None = None, input: Any = None,
+        timezone: str = "UTC", wait: Wait = None,
+    ) -> str:
+        """Start `agent_name` with `input` on every slot of `cron`, durably, until the schedule is
+        cancelled; returns the schedule's ID (an agent of type `agentstream.Cron`: `cancel_agent` it
+        to stop). Each run's agent ID is `<schedule ID>@<slot, UTC>`, so a slot runs once. Raises
+        ValueError for an expression or time zone it cannot use. `wait` as for `schedule_agent`.
+        """
+        name = type_name(agent_name)
+        spec = cron_input(name, cron, to_jsonable_python(input), timezone)
+        schedule_id = schedule_id or f"cron-{name}-{uuid.uuid4().hex[:8]}"
+        await self.schedule_agent(CRON_TYPE, schedule_id, spec, wait=wait)
+        return schedule_id
 
     async def send_agent_event(
         self,

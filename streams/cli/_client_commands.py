@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from datetime import datetime, timezone
 import urllib.request
 from typing import Any
 
 import click
 
 from agentstream.agents import AgentClient, InputOutcome
+from agentstream.agents._cron import CRON_TYPE, CronSpec, cron_input, next_slot
 from agentstream.agents._registry import agent_definitions
 
 from ..security import bearer_headers
@@ -90,16 +92,28 @@ def check_agent_type(agent_type: str, known: dict[str, list[str]] | None) -> Non
 @click.option("--id", "agent_id", help="Agent ID (default: a new unique one).")
 @click.option("--input", "input_json", metavar="JSON", help="Input for the agent's run method.")
 @click.option("--idempotency-key", help="Drop repeated schedules with the same key.")
+@click.option("--cron", metavar="EXPR", help="Start a run on every slot of this cron expression, durably, until "
+              "`agentstream cancel <schedule id>` (e.g. '*/5 * * * *'; a sixth field is seconds). --id names the "
+              "schedule; each run's ID is <schedule id>@<slot>.")
+@click.option("--timezone", "tz", default="UTC", show_default=True, help="Time zone of --cron's slots (IANA name).")
 @wait_option
 @timeout_option
 @app_option
 @app_dir_option
 def schedule(agent_type: str, agent_id: str | None, input_json: str | None, idempotency_key: str | None,
-             wait: bool, timeout: float, app: str | None, app_dir: str | None) -> None:
-    """Schedule an agent of AGENT_TYPE; prints its agent ID, run ID and the schedule's outcome."""
+             cron: str | None, tz: str, wait: bool, timeout: float, app: str | None, app_dir: str | None) -> None:
+    """Schedule an agent of AGENT_TYPE (or, with --cron, a run of it on every slot); prints its agent ID,
+    run ID and the schedule's outcome."""
     conf = settings()
     payload = parse_json(input_json, "--input")
     check_agent_type(agent_type, known_agent_types(conf.api_url, app, app_dir, bearer_headers(conf)))
+    if cron is not None:
+        try:
+            payload = cron_input(agent_type, cron, payload, tz)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cron/--timezone") from None
+        agent_id = agent_id or f"cron-{agent_type}-{__import__('uuid').uuid4().hex[:8]}"
+        agent_type = CRON_TYPE
     agent_id = agent_id or f"{agent_type}-{__import__('uuid').uuid4().hex[:12]}"
 
     async def send() -> tuple[str, InputOutcome | None]:
@@ -108,7 +122,12 @@ def schedule(agent_type: str, agent_id: str | None, input_json: str | None, idem
             return run_id, await outcome_of(client, agent_id, run_id, wait, timeout)
 
     run_id, outcome = run_async(send())
-    report({"agent_id": agent_id, "run_id": run_id}, outcome)
+    shown: dict[str, Any] = {"agent_id": agent_id, "run_id": run_id}
+    if cron is not None:
+        spec = CronSpec.model_validate(payload)
+        shown.update(schedule=f"{spec.agent_type} on '{spec.cron}' ({spec.timezone})",
+                     first_slot=next_slot(spec, datetime.now(timezone.utc)).isoformat())
+    report(shown, outcome)
 
 
 @cli.command()
