@@ -19,6 +19,7 @@ from .metrics_registry import pod_registry
 from .security import kafka_options, secret_values
 from .processor import create_processor
 from .processor.statedir import changelog_topic, prepare_state_dir
+from . import tracing
 from .settings import Settings
 from .worker import StepWorker, WorkerMetrics
 from .worker.http import serve_http
@@ -50,6 +51,7 @@ async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
 def run_processor(settings: Settings, http_host: str, http_port: int, advertise_host: str | None = None) -> None:
     """Check the topics, then run the Faust app until SIGTERM/SIGINT. Blocks."""
     configure_logging(settings.log_format, settings.log_level, secret_values(settings))
+    tracing.configure("agentstream-processor")
     profile, partitions = asyncio.run(_prepare_processor(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed the previous one
     processor = create_processor(
@@ -71,12 +73,16 @@ def run_processor(settings: Settings, http_host: str, http_port: int, advertise_
     # every debug call of every library then built a record that the handler dropped.
     worker.spinner = None
     tune_gc()
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        tracing.shutdown()  # the spans still buffered are sent
 
 
 def run_worker(settings: Settings, task_queue: str | None, http_host: str, http_port: int) -> None:
     """Run a step worker and its HTTP server until SIGTERM/SIGINT. Blocks."""
     configure_logging(settings.log_format, settings.log_level, secret_values(settings))
+    tracing.configure("agentstream-worker")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -96,4 +102,7 @@ def run_worker(settings: Settings, task_queue: str | None, http_host: str, http_
             await runner.cleanup()
 
     tune_gc()
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        tracing.shutdown()

@@ -263,10 +263,11 @@ def create_processor(
                         "source": source, "from": skipped_from, "to": message.offset})
                     for missed in await read_range(settings.kafka_bootstrap, message.topic, message.partition,
                                                    skipped_from, message.offset, reader_options):
-                        await handler.handle(missed.topic, missed.partition, missed.offset, missed.key, missed.value)
+                        await handler.handle(missed.topic, missed.partition, missed.offset, missed.key, missed.value,
+                                             missed.headers)
                         positions.handled(source, missed.offset)
                 _, durable = await handler.begin(message.topic, message.partition, message.offset, event.key,
-                                                 event.value)
+                                                 event.value, message.headers)
                 positions.handled(source, message.offset)
                 place.began(durable)
         finally:

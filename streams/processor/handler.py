@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -38,6 +38,7 @@ from agentstream.topics import (
 from ..engine import AgentRecord, Engine, Origin, OutboxItem, TurnOutcome, dead_letter
 from ..engine.base import LETTER_VALUE_LIMIT
 from ..engine.record import FORMAT
+from .. import tracing
 from .exceptions import UndeliverableError
 from .metrics import ProcessorMetrics
 from .outcomes import InputOutcomes, input_ids
@@ -73,8 +74,11 @@ class RecordStore(Protocol):
 
 
 class Publisher(Protocol):
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any] | None:
+    async def publish(self, topic: str, key: bytes | None, value: bytes,
+                      headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any] | None:
         """Queue a record; may return an awaitable that resolves once the broker has it.
+
+        `headers` are given only while a trace is recorded (the turn's span, tracing.py).
 
         Raises `UndeliverableError` when the record can never be delivered as it is
         (no such topic, too large); anything else counts as transient.
@@ -112,14 +116,16 @@ class InputHandler:
         # (or wrote again and re-sent the first time it touched the agent): nothing to recover then
         self._settled: OrderedDict[bytes, int] = OrderedDict()
 
-    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
+    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                     headers: Sequence[tuple[str, bytes]] | None = None) -> str:
         """Process one record to its one outcome and wait until that is durable; returns the label."""
-        label, durable = await self.begin(topic, partition, offset, key, value)
+        label, durable = await self.begin(topic, partition, offset, key, value, headers)
         await durable
         return label
 
     async def begin(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> tuple[str, Awaitable[None]]:
         """Process one record to its one outcome (also counted in metrics): the label, and what
         resolves once the record's writes and outputs are all on the broker.
@@ -133,12 +139,16 @@ class InputHandler:
         origin = Origin(topic, partition, offset, key, value)
         acks: list[Pending] = []
         on_durable: list[Callable[[], None]] = []  # what to do once the writes are on the broker
-        try:
-            label = await self._handle(origin, acks, on_durable)
-        except Exception as exc:  # the last resort: still one recorded outcome for the input
-            log.exception("input handling failed", extra={"topic": topic, "partition": partition, "offset": offset})
-            label = await self._reject(origin, "processor_error", f"the processor failed on this record: "
-                                       f"{type(exc).__name__}: {exc}")
+        attributes = {"agentstream.agent_id": (key or b"").decode(errors="replace"), "messaging.destination.name": topic,
+                      "messaging.kafka.destination.partition": partition, "messaging.kafka.message.offset": offset}
+        with tracing.consumed("turn", headers, attributes) as span:  # its outputs carry it on (tracing.py)
+            try:
+                label = await self._handle(origin, acks, on_durable)
+            except Exception as exc:  # the last resort: still one recorded outcome for the input
+                log.exception("input handling failed", extra={"topic": topic, "partition": partition, "offset": offset})
+                label = await self._reject(origin, "processor_error", f"the processor failed on this record: "
+                                           f"{type(exc).__name__}: {exc}")
+            span.set_attribute("agentstream.outcome", label)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("input handled", extra={"topic": topic, "partition": partition, "offset": offset,
                                               "agent_id": (key or b"").decode(errors="replace"), "outcome": label})
@@ -235,6 +245,7 @@ class InputHandler:
 
     async def _deliver(self, items: list[OutboxItem], acks: list[Pending]) -> str | None:
         """Publish `items` (their acknowledgements join `acks`); the reason if they can never be delivered."""
+        trace = tracing.headers()  # the turn's span: the worker and the next turns continue its trace
         try:
             for item in items:
                 topic = self._topic_of(item)
@@ -242,6 +253,8 @@ class InputHandler:
                 key = item.key.encode() if item.key is not None else None
 
                 async def publish(topic: str = topic, key: bytes | None = key, value: bytes = value) -> Any:
+                    if trace:
+                        return await self._publisher.publish(topic, key, value, headers=trace)
                     return await self._publisher.publish(topic, key, value)
 
                 what = f"publish to {topic}"

@@ -135,7 +135,8 @@ class FaustPublisher:
         self._topics: dict[str, Any] = {}
         self._known: set[str] = set()
 
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Any:
+    async def publish(self, topic: str, key: bytes | None, value: bytes,
+                      headers: list[tuple[str, bytes]] | None = None) -> Any:
         if len(value) > self._max_bytes:
             raise UndeliverableError(
                 f"a record for {topic} is {len(value)} bytes, over the {self._max_bytes} bytes one message may have "
@@ -145,7 +146,7 @@ class FaustPublisher:
             await self._check_exists(topic)
         if topic not in self._topics:
             self._topics[topic] = self._app.topic(topic, key_type=bytes, value_type=bytes)
-        return await self._topics[topic].send(key=key, value=value)  # a future: acked by the broker
+        return await self._topics[topic].send(key=key, value=value, headers=headers)  # a future: acked by the broker
 
     async def _check_exists(self, topic: str) -> None:
         """Ask the cluster which topics exist (without auto-creating any)."""

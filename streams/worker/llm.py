@@ -31,6 +31,7 @@ from agentstream.agents._step_context import StepContext, current_step
 from agentstream.agents.exceptions import RetryableError, TerminalError
 from agentstream.agents.llm._calls import CALL_FUNCTION, Message, ModelCall, ModelResponse, OutputSpec, Usage
 from agentstream.agents.llm._model import DEFAULT_BASE_URL_ENV, Model
+from agentstream.streams import tracing
 
 _clients: dict[tuple[str | None, str, float], openai.AsyncOpenAI] = {}
 
@@ -199,6 +200,16 @@ async def call_model(call: ModelCall) -> ModelResponse:
     if context is not None and context.attempt > 1 and call.model.stream:
         await context.emit("superseded", {"attempt": context.attempt - 1})
     started = time.perf_counter()
+    with tracing.span(f"llm.call {call.model.name}", {"gen_ai.request.model": call.model.name}) as span:
+        response = await _answer(call, context, started)
+        span.set_attributes({"gen_ai.response.model": response.model, "gen_ai.usage.input_tokens": response.usage.prompt_tokens,
+                             "gen_ai.usage.output_tokens": response.usage.completion_tokens,
+                             "gen_ai.response.finish_reasons": [response.finish_reason or ""]})
+        return response
+
+
+async def _answer(call: ModelCall, context: StepContext | None, started: float) -> ModelResponse:
+    """The model's answer, asked again (up to `output_retries`) while its structured output is invalid."""
     messages = list(call.messages)
     usage = Usage()
     for asked in range(1, call.output_retries + 2):

@@ -17,6 +17,7 @@ tell the processor what its durable timeouts need (see progress.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from aiokafka.errors import (
 )
 
 from agentstream.agents._registry import FunctionDefinition, function_definitions
+from agentstream.agents.llm._tools import TOOL_PREFIX
 from agentstream.streams.stream_out import StreamWriter
 from agentstream.topics import (
     DeadLetter,
@@ -46,6 +48,7 @@ from agentstream.topics import (
     decode_step_command,
 )
 
+from .. import tracing
 from ..broker.profile import BrokerProfile
 from ..kafka import connection_failed
 from ..security import kafka_options
@@ -306,7 +309,10 @@ class StepWorker:
             await self._publish(producer, self.names.dead_letters, record.key, letter.to_bytes())
             self.metrics.dead_letters.labels(exc.code).inc()
         else:
-            await self._run_step(command, producer)
+            attributes = {"agentstream.agent_id": command.agent_id, "agentstream.step_id": command.step_id,
+                          "agentstream.function": command.function, "agentstream.attempt": command.attempt}
+            with tracing.consumed(f"step {command.function}", record.headers, attributes):  # the turn's child
+                await self._run_step(command, producer)
 
     async def _run_step(self, command: StepCommand, producer: AIOKafkaProducer) -> None:
         """Run `command` unless this worker already did or does: then republish its result, or join it."""
@@ -338,9 +344,11 @@ class StepWorker:
         """Run one attempt, publish its result and wait for the acknowledgement; the record as published."""
         count_beat = self.metrics.heartbeats.labels(command.function).inc
 
+        trace = tracing.headers() or None  # progress records continue the attempt's trace too
+
         async def send_progress(record: StepProgress) -> asyncio.Future[Any]:
             delivery: asyncio.Future[Any] = await producer.send(
-                self.names.step_results, key=record.key, value=record.to_bytes()
+                self.names.step_results, key=record.key, value=record.to_bytes(), headers=trace
             )
             return delivery
 
@@ -362,10 +370,11 @@ class StepWorker:
 
         self.metrics.in_flight.inc()
         try:
-            result = await execute(
-                command, self._functions, self._executor,
-                on_heartbeat=beat, on_start=progress.started if needs_started(command) else None, emit=emit,
-            )
+            with tool_span(command):
+                result = await execute(
+                    command, self._functions, self._executor,
+                    on_heartbeat=beat, on_start=progress.started if needs_started(command) else None, emit=emit,
+                )
             try:
                 await stream.flush()  # the stream never lags behind the result it leads to
             except KafkaError as exc:
@@ -382,8 +391,8 @@ class StepWorker:
                                            "error_type": result.error.type})
         await progress.flushed()  # the result follows the attempt's progress records on the partition
         value = result.to_bytes()
-        try:
-            await self._publish(producer, self.names.step_results, result.key, value)
+        try:  # with `trace`: the turn that applies the result continues this attempt's trace
+            await self._publish(producer, self.names.step_results, result.key, value, trace)
         except KafkaError as exc:
             # Typically an output too large for the broker: report the attempt as failed
             # (same message ID) rather than re-running it forever.
@@ -395,15 +404,16 @@ class StepWorker:
                                 retryable=False),
             )
             value = failed.to_bytes()
-            await self._publish(producer, self.names.step_results, failed.key, value)
+            await self._publish(producer, self.names.step_results, failed.key, value, trace)
         return Published(result.key, value)
 
-    async def _publish(self, producer: AIOKafkaProducer, topic: str, key: bytes | None, value: bytes) -> None:
+    async def _publish(self, producer: AIOKafkaProducer, topic: str, key: bytes | None, value: bytes,
+                       headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send and wait for the broker's acknowledgement; retry transient errors until it comes."""
         delay = 0.5
         while True:
             try:
-                delivery = await producer.send(topic, key=key, value=value)
+                delivery = await producer.send(topic, key=key, value=value, headers=headers or None)
                 await delivery
                 return
             except KafkaError as exc:
@@ -412,3 +422,11 @@ class StepWorker:
                 log.warning("publish failed; retrying", extra={"topic": topic, "error": repr(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def tool_span(command: StepCommand) -> contextlib.AbstractContextManager[Any]:
+    """A `tool <name>` span inside the attempt of an LLM agent's tool call; nothing for other steps."""
+    if not command.function.startswith(TOOL_PREFIX):
+        return contextlib.nullcontext()
+    return tracing.span(f"tool {command.function.removeprefix(TOOL_PREFIX)}",
+                        {"agentstream.agent_id": command.agent_id, "agentstream.step_id": command.step_id})
