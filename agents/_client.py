@@ -378,13 +378,7 @@ class AgentClient:
     async def get_agent_record(self, agent_id: str) -> dict[str, Any]:
         """The agent's whole stored record, as its owner keeps it (for `agents.testing.replay_record`)."""
         agent_url = self._agent_url(agent_id)
-        url = agent_url.with_path(f"{agent_url.raw_path}/record", encoded=True)
-        status, text = await self._get(url)
-        if status == 404 and _is_agent_not_found(text):
-            raise AgentNotFoundError(f"no agent {agent_id!r}: it was never scheduled, or is not processed yet")
-        if status != 200:
-            self._raise_for(status, text, url)
-        return json.loads(text)  # type: ignore[no-any-return]
+        return await self._agent_json(agent_id, agent_url.with_path(f"{agent_url.raw_path}/record", encoded=True))
 
     async def list_agents(
         self, *, status: str | list[str] | None = None, agent_type: str | list[str] | None = None,
@@ -416,7 +410,10 @@ class AgentClient:
         """
         if not agent_id:
             raise AgentNotFoundError("no agent has an empty ID")
-        url = self._agent_url(agent_id)
+        return await self._agent_json(agent_id, self._agent_url(agent_id))
+
+    async def _agent_json(self, agent_id: str, url: URL) -> dict[str, Any]:
+        """GET one of an agent's resources: its JSON, AgentNotFoundError, or the API's error."""
         status, text = await self._get(url)
         if status == 404 and _is_agent_not_found(text):
             raise AgentNotFoundError(f"no agent {agent_id!r}: it was never scheduled, or is not processed yet")

@@ -18,13 +18,12 @@ dead letter is still on the dead-letters topic.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
 from typing import Any
 
 from agentstream.topics import CancelAgent, ScheduleAgent, SendEvent, run_id_for
+
+from .results import Waiters
 
 KEEP = 10_000  # outcomes remembered per processor, the oldest forgotten first
 
@@ -44,7 +43,7 @@ class InputOutcomes:
     def __init__(self, keep: int = KEEP) -> None:
         self._keep = keep
         self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self.waiters = Waiters()  # `watching(input_id)`: resolves once the input has an outcome
 
     def settled(self, ids: tuple[str, ...], outcome: str, reason_code: str | None = None,
                 reason: str | None = None) -> None:
@@ -53,27 +52,12 @@ class InputOutcomes:
         for input_id in ids:
             self._known[input_id] = answer
             self._known.move_to_end(input_id)
-            for future in self._waiting.get(input_id, ()):
-                if not future.done():
-                    future.set_result(None)
+            self.waiters.wake(input_id)
         while len(self._known) > self._keep:
             self._known.popitem(last=False)
 
     def get(self, input_id: str) -> dict[str, Any] | None:
         return self._known.get(input_id)
-
-    @contextlib.contextmanager
-    def watching(self, input_id: str) -> Iterator[asyncio.Future[None]]:
-        """A future that resolves once `input_id` has an outcome; register before looking."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._waiting.setdefault(input_id, set())
-        waiting.add(future)
-        try:
-            yield future
-        finally:
-            waiting.discard(future)
-            if not waiting:
-                self._waiting.pop(input_id, None)
 
     def __len__(self) -> int:
         return len(self._known)

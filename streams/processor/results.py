@@ -20,32 +20,38 @@ ENDED = frozenset({AgentStatus.COMPLETED.value, AgentStatus.FAILED.value, AgentS
 MAX_WAIT_S = 30.0  # longer waits are cut to this; the client asks again
 
 
-class ResultWaiters:
-    """Requests waiting for agents to end, by agent ID."""
+class Waiters:
+    """Requests waiting for something to happen to a key (an agent, an input); `wake` answers them.
+    Register before looking: what happens between the look and the wait is then not missed."""
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
 
     @contextlib.contextmanager
-    def watching(self, agent_id: str) -> Iterator[asyncio.Future[None]]:
-        """A future that resolves when `agent_id` ends; register before reading the record
-        (an end applied between the read and the wait is then not missed)."""
+    def watching(self, key: str) -> Iterator[asyncio.Future[None]]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._waiting.setdefault(agent_id, set())
+        waiting = self._waiting.setdefault(key, set())
         waiting.add(future)
         try:
             yield future
         finally:
             waiting.discard(future)
             if not waiting:
-                self._waiting.pop(agent_id, None)
+                self._waiting.pop(key, None)
+
+    def wake(self, key: str) -> None:
+        for future in self._waiting.get(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def __len__(self) -> int:
+        return sum(len(futures) for futures in self._waiting.values())
+
+
+class ResultWaiters(Waiters):
+    """Requests waiting for agents to end, by agent ID."""
 
     def changed(self, agent_id: str, status: str) -> None:
         """Called with every record the processor writes."""
         if status in ENDED:
-            for future in self._waiting.get(agent_id, ()):
-                if not future.done():
-                    future.set_result(None)
-
-    def __len__(self) -> int:
-        return sum(len(futures) for futures in self._waiting.values())
+            self.wake(agent_id)

@@ -114,7 +114,7 @@ def register_views(processor: "Processor") -> None:
         if wait is None:
             return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
         outcomes = processor.handler.outcomes
-        with outcomes.watching(input_id) as known:
+        with outcomes.waiters.watching(input_id) as known:
             if wait and outcomes.get(input_id) is None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(known), wait)

@@ -18,7 +18,7 @@ def test_a_schedule_is_known_by_its_message_id_and_its_run_id_an_event_by_its_me
 
 async def test_an_outcome_wakes_the_requests_waiting_for_any_of_its_ids() -> None:
     outcomes = InputOutcomes()
-    with outcomes.watching("run-1") as by_run, outcomes.watching("other") as other:
+    with outcomes.waiters.watching("run-1") as by_run, outcomes.waiters.watching("other") as other:
         outcomes.settled(("msg-1", "run-1"), "dead_lettered", "already_running", "agent 'a' is already running")
         assert by_run.done() and not other.done()
     assert outcomes.get("msg-1") == outcomes.get("run-1") == {
@@ -32,7 +32,7 @@ async def test_the_memory_keeps_the_newest_outcomes_and_waiters_leave_no_entry()
         outcomes.settled((f"m{n}",), "applied")
     assert len(outcomes) == 3
     assert [outcomes.get(f"m{n}") is not None for n in range(5)] == [False, False, True, True, True]
-    with outcomes.watching("late"):
+    with outcomes.waiters.watching("late"):
         pass
     outcomes.settled(("late",), "applied")  # nobody waits any more: no error, nothing left behind
-    assert outcomes._waiting == {}
+    assert len(outcomes.waiters) == 0
