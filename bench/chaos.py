@@ -28,7 +28,7 @@ Agents are scheduled in waves (`--agents` per wave, one wave per `--kills-per-wa
 kills) and their events are spread over their wave's kills, so that long runs keep
 work in flight to the last kill. "A step is running" is read from marker files the
 step writes while it runs (see chaos_agents.py); which processor owns an agent is read
-from the processors' routing table (Faust's `/router/`, used by the state API).
+from what each processor's `/ready` says it owns.
 """
 
 from __future__ import annotations
@@ -208,24 +208,19 @@ class Fleet:
         return self.procs[SLOTS[0]].url
 
     def owners(self) -> dict[int, str]:
-        """partition -> processor slot, from the processors' routing table; {} when unknown."""
-        by_url = {p.url: slot for slot, p in self.procs.items() if slot in SLOTS}
+        """partition -> processor slot, from what each ready processor says it owns (`/ready`);
+        {} when unknown (a rebalance)."""
+        owned: dict[int, str] = {}
         for slot in SLOTS:
-            status, body = fetch(self.procs[slot].url + "/router/", timeout=2.0)
+            status, body = fetch(self.procs[slot].url + "/ready", timeout=2.0)
             if status != 200:
                 continue
             try:
-                routes = json.loads(body)
-            except ValueError:
+                partitions = json.loads(body)["partitions"]
+            except (ValueError, KeyError):
                 continue
-            owned: dict[int, str] = {}
-            for url, tables in routes.items():
-                for topic, partitions in tables.items():
-                    if topic.endswith("-agents-changelog") and url in by_url:
-                        owned.update({int(p): by_url[url] for p in partitions})
-            if owned:
-                return owned
-        return {}
+            owned.update({int(p): slot for p in partitions})
+        return owned
 
     def running_steps(self) -> list[str]:
         """`agent~label` of every step the live worker is inside right now."""

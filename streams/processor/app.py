@@ -91,11 +91,15 @@ class Processor:
         )
 
     def assigned_partitions(self) -> int:
+        return len(self.owned_partitions())
+
+    def owned_partitions(self) -> list[int]:
+        """The partitions of agent-events (and so of the agents' table) assigned to this processor."""
         try:
             assignment = self.app.consumer.assignment()
         except Exception:
-            return 0
-        return sum(1 for tp in assignment if tp.topic == self.names.agent_events)
+            return []
+        return sorted(tp.partition for tp in assignment if tp.topic == self.names.agent_events)
 
 
 def _count_of(index: TimerIndex, status: str) -> float:

@@ -39,7 +39,8 @@ def register_views(processor: "Processor") -> None:
     @app.page("/ready")
     async def ready(self: web.View, request: web.Request) -> web.Response:
         is_ready = processor.is_ready()
-        body = {"ready": is_ready, "assigned_partitions": processor.assigned_partitions()}
+        owned = processor.owned_partitions()  # which agents it owns (Faust's /router page is off)
+        body = {"ready": is_ready, "assigned_partitions": len(owned), "partitions": owned}
         return self.json(body, status=200 if is_ready else 503)
 
     described = {name: describe_agent(d) for name, d in sorted(agent_definitions().items())}  # fixed once loaded
