@@ -18,9 +18,11 @@ from .kafka import connection_failed, partitions_now
 
 async def read_dead_letters(
     bootstrap: str, topic: str, security: dict[str, Any], agent_id: str | None = None, *, follow: bool = False,
+    last: int | None = None,
 ) -> AsyncGenerator[DeadLetter, None]:
     """Every dead letter on `topic` (only `agent_id`'s: the partition of its key), oldest first per
-    partition; without `follow`, up to the end the topic had when reading started."""
+    partition; without `follow`, up to the end the topic had when reading started. With `last`,
+    only the last `last` records of each partition are read (what a page shows, at a bounded cost)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **security)
     try:
         await consumer.start()
@@ -37,6 +39,9 @@ async def read_dead_letters(
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)
+        if last is not None:
+            for tp in assigned:
+                consumer.seek(tp, max(await consumer.position(tp), ends[tp] - last))
         while True:
             positions = [await consumer.position(tp) for tp in assigned]
             if not follow and all(position >= ends[tp] for tp, position in zip(assigned, positions)):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .app import Processor
 
 MAX_LETTERS = 1_000
+SCANNED = 10_000  # records read per dead-letters partition for one request: the newest ones
 
 
 def register_inspector(processor: "Processor") -> None:
@@ -35,7 +36,8 @@ def register_inspector(processor: "Processor") -> None:
                                     headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
     async def dead_letters(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
-        """The newest `limit` dead letters (all, or one `agent`'s), oldest first, each with its reason."""
+        """The newest `limit` dead letters (all, or one `agent`'s) among the last `SCANNED` records of
+        each partition, oldest first, each with its reason."""
         try:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
@@ -45,7 +47,7 @@ def register_inspector(processor: "Processor") -> None:
                                               f"{MAX_LETTERS}"}, status=400)
         newest: deque[str] = deque(maxlen=limit)
         async for letter in read_dead_letters(bootstrap, names.dead_letters, processor.security,
-                                              request.query.get("agent") or None):
+                                              request.query.get("agent") or None, last=SCANNED):
             newest.append(letter.model_dump_json())
         body = b'{"dead_letters":[' + ",".join(newest).encode() + b"]}"
         return aiohttp_web.Response(body=body, content_type="application/json")
