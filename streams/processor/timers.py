@@ -241,6 +241,10 @@ class TimerService:
         self._scanned_for: object | None = None
         self._stale = True  # no scan yet
 
+    def rescan(self) -> None:
+        """Rebuild the index on the next tick (records changed behind the handler's back: a repair)."""
+        self._stale = True
+
     async def run_forever(self) -> None:
         """Tick every `tick_s`; while ticks fail, pause twice as long each time, logging once."""
         failures = 0
