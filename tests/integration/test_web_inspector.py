@@ -78,15 +78,28 @@ def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
 async def test_the_inspector_follows_an_agent_through_a_step_and_an_approval(
     cluster: Cluster, browser: Any, tmp_path: Path,
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
+    def settled(read: Callable[[], Any]) -> Any:
+        """`read` again while the page redraws what it reads (it refreshes every second)."""
+        for _ in range(20):
+            try:
+                return read()
+            except StaleElementReferenceException:
+                time.sleep(0.05)
+        return read()
+
     def text(element_id: str) -> str:
-        return str(browser.find_element(By.ID, element_id).text)
+        return str(settled(lambda: browser.find_element(By.ID, element_id).text))
 
     def rows(element_id: str) -> list[list[str]]:
-        table = browser.find_element(By.ID, element_id)
-        return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in table.find_elements(By.TAG_NAME, "tr")]
+        def read() -> list[list[str]]:
+            table = browser.find_element(By.ID, element_id)
+            return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                    for tr in table.find_elements(By.TAG_NAME, "tr")]
+        return settled(read)  # type: ignore[no-any-return]
 
     refunds = tmp_path / "refunds.jsonl"
     replies = [Reply.tools(ToolCall("issue_refund", {"confirmation": "ABC123", "amount": 80}, id="call_refund")),
@@ -125,7 +138,7 @@ async def test_the_inspector_follows_an_agent_through_a_step_and_an_approval(
             until(lambda: text("agent-title") == "desk-ui" and text("agent-status") == "running", "desk-ui selected")
             approval = until(lambda: browser.find_element(By.CSS_SELECTOR, "#approvals form.approval"),
                              "the approval request")
-            assert any(r[1] == "condition" for r in rows("waiting")), rows("waiting")
+            until(lambda: any(r[1] == "condition" for r in rows("waiting")), "what its coroutines wait on")
             until(lambda: any(r[-1].startswith("ok:") for r in rows("steps")), "the model call's step, done")
             assert refunds.exists() is False  # not before the approval
             approval.find_element(By.CSS_SELECTOR, "input.reason").send_keys("checked")
