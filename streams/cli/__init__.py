@@ -17,6 +17,7 @@ from ..settings import Settings
 from ._loading import load_app
 
 T = TypeVar("T")
+PROCESSOR_PORT, WORKER_PORT = 6066, 6067  # the HTTP ports `processor` and `worker` (and `dev`) use by default
 
 app_option = click.option("--app", "app", metavar="MODULE", help="Module that defines your agents and functions.")
 app_dir_option = click.option("--app-dir", metavar="DIR", help="Folder to import --app from (default: current).")
@@ -59,7 +60,7 @@ def cli() -> None:
 @app_option
 @app_dir_option
 @click.option("--http-host", default="127.0.0.1", show_default=True)
-@click.option("--http-port", default=6066, show_default=True, type=int)
+@click.option("--http-port", default=PROCESSOR_PORT, show_default=True, type=int)
 @click.option(
     "--advertise-host",
     help="Host other processors use to forward requests here (default: --http-host, "
@@ -82,7 +83,7 @@ def processor(app: str | None, app_dir: str | None, http_host: str, http_port: i
 @app_dir_option
 @click.option("--task-queue", default=None, help="Task queue to serve (default: AGENTSTREAM_TASK_QUEUE).")
 @click.option("--http-host", default="127.0.0.1", show_default=True)
-@click.option("--http-port", default=6067, show_default=True, type=int)
+@click.option("--http-port", default=WORKER_PORT, show_default=True, type=int)
 def worker(app: str | None, app_dir: str | None, task_queue: str | None, http_host: str, http_port: int) -> None:
     """Run a step worker for one task queue."""
     from ..run import run_worker

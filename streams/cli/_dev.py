@@ -18,12 +18,13 @@ from ..broker.apache import DEV_FOLDER, ApacheKafkaCluster, dev_cluster, kafka_v
 from ..broker.embedded import EmbeddedBroker
 from ..devstack import DevStack
 from ..settings import DEFAULT_BOOTSTRAP, Settings
-from . import app_dir_option, app_option, cli, run_async
+from . import PROCESSOR_PORT, WORKER_PORT, app_dir_option, app_option, cli, run_async
 from ._dev_logs import LogFollower
 from ._loading import load_app
 
 DEMO_APP = "examples.taskprocessor"
-DEV_PORTS = {"broker": 9092, "http": 6066, "worker": 6067}  # the defaults of Settings and of `processor`/`worker`
+# The CLI's and the client's defaults (Settings), so that nothing needs exporting.
+DEV_PORTS = {"broker": int(DEFAULT_BOOTSTRAP.rsplit(":", 1)[1]), "http": PROCESSOR_PORT, "worker": WORKER_PORT}
 
 
 def _external_bootstrap() -> str | None:
