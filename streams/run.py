@@ -1,4 +1,9 @@
-"""Entry points of the long-running pods: processor and worker (used by the CLI)."""
+"""Entry points of the long-running pods: processor and worker (used by the CLI).
+
+Each entry point imports what only it needs when it runs: a processor never loads the
+worker's runner (and the `openai` client its LLM steps use), a worker never loads Faust.
+Imports are most of a pod's start, and a restart's start is downtime (W3, bench/workloads.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ import asyncio
 import gc
 import logging
 import signal
-
-import faust
 
 from agentstream.agents._registry import function_definitions
 from agentstream.topics import TopicNames
@@ -17,12 +20,8 @@ from .kafka import check_copartitioned
 from .logs import configure_logging
 from .metrics_registry import pod_registry
 from .security import kafka_options, secret_values
-from .processor import create_processor
-from .processor.statedir import changelog_topic, prepare_state_dir
 from . import tracing
 from .settings import Settings
-from .worker import StepWorker, WorkerMetrics
-from .worker.http import serve_http
 
 log = logging.getLogger("agentstream")
 
@@ -40,6 +39,8 @@ def tune_gc() -> None:
 
 
 async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
+    from .processor.statedir import changelog_topic, prepare_state_dir
+
     security = kafka_options(settings)
     profile = await detect_profile(settings.kafka_bootstrap, settings.embedded_broker, security)
     partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix), security,
@@ -50,6 +51,10 @@ async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
 
 def run_processor(settings: Settings, http_host: str, http_port: int, advertise_host: str | None = None) -> None:
     """Check the topics, then run the Faust app until SIGTERM/SIGINT. Blocks."""
+    import faust
+
+    from .processor import create_processor
+
     configure_logging(settings.log_format, settings.log_level, secret_values(settings))
     tracing.configure("agentstream-processor")
     profile, partitions = asyncio.run(_prepare_processor(settings))
@@ -81,6 +86,9 @@ def run_processor(settings: Settings, http_host: str, http_port: int, advertise_
 
 def run_worker(settings: Settings, task_queue: str | None, http_host: str, http_port: int) -> None:
     """Run a step worker and its HTTP server until SIGTERM/SIGINT. Blocks."""
+    from .worker import StepWorker, WorkerMetrics
+    from .worker.http import serve_http
+
     configure_logging(settings.log_format, settings.log_level, secret_values(settings))
     tracing.configure("agentstream-worker")
 

@@ -21,9 +21,8 @@ import importlib
 import os
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 from pydantic import TypeAdapter, ValidationError
 
 from agentstream.agents._function import function
@@ -33,10 +32,15 @@ from agentstream.agents.llm._calls import CALL_FUNCTION, Message, ModelCall, Mod
 from agentstream.agents.llm._model import DEFAULT_BASE_URL_ENV, Model
 from agentstream.streams import tracing
 
+if TYPE_CHECKING:  # at run time `openai` is imported by the first model call: a worker starts without it
+    import openai
+
 _clients: dict[tuple[str | None, str, float], openai.AsyncOpenAI] = {}
 
 
 def _client(model: Model) -> openai.AsyncOpenAI:
+    import openai
+
     api_key = os.environ.get(model.api_key_env)
     base_url = model.base_url or os.environ.get(DEFAULT_BASE_URL_ENV) or None
     if not api_key:
@@ -83,6 +87,8 @@ def _server_message(exc: openai.APIStatusError) -> str:
 
 def _failure(exc: Exception, model: Model) -> Exception:
     """What a failed request becomes: retryable (worth another attempt) or terminal."""
+    import openai
+
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         message = f"{model.name}: the model API answered {status}: {_server_message(exc)}"
@@ -127,6 +133,8 @@ class _Answer:
 
 
 async def _ask(call: ModelCall, messages: list[Message], context: StepContext | None, started: float) -> _Answer:
+    import openai
+
     model = call.model
     request: dict[str, Any] = {"model": model.name, "messages": messages, **model.request_params()}
     if call.tools:
