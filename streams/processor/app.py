@@ -33,7 +33,7 @@ from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
 from .positions import InputPositions, read_range
-from . import metadata_fix, recovery_fix, static_member
+from . import metadata_fix, recovery_fix, startup_fix, static_member
 from .publish import FaustPublisher, FaustTableStore
 from .changelog_order import ChangelogOrder
 from .restore_check import RestoreCheck
@@ -156,6 +156,7 @@ def create_processor(
     profile.apply_to_faust()
     recovery_fix.install()
     metadata_fix.install()  # a changelog Faust just created may be missing from the first metadata
+    startup_fix.install()  # every table exists before the app starts: no second of waiting for more
     app = faust.App(
         settings.app_id,
         broker=brokers,
