@@ -115,11 +115,20 @@ class _AgentNamespace:
         schedule_to_start_timeout: Seconds = None,
         heartbeat_timeout: Seconds = None,
         retry_policy: RetryPolicy | None = None,
+        local: bool = False,
     ) -> Any:
         """Run a `@function` on a worker and return its output (raises StepFailedError).
 
         The step runs at least once and its result counts exactly once; failed attempts
         are retried per `retry_policy` (default: forever, backing off from 1 s to 100 s).
+
+        `local=True` runs it on the processor that owns the agent, in the same turn, when
+        that processor has the function registered (else it goes to a worker as usual):
+        no round trip through Kafka and a worker, and its result is written with the turn
+        that asked for it. For short functions (Temporal's local activities, Restate's
+        `ctx.run`): while one runs, the processor applies no other input, and an attempt
+        without a `start_to_close_timeout` is given 10 s. Retries, timeouts and the
+        at-least-once rule are the same as on a worker.
         """
         options = StepOptions(
             task_queue=task_queue,
@@ -128,6 +137,7 @@ class _AgentNamespace:
             schedule_to_start_timeout=_seconds(schedule_to_start_timeout),
             heartbeat_timeout=_seconds(heartbeat_timeout),
             retry_policy=retry_policy,
+            local=True if local else None,
         )
         runtime = current_runtime("agent.step()")
         return await runtime.step(_function_name(function), to_jsonable_python(function_input), options)

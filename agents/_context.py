@@ -59,6 +59,9 @@ class StepOptions(BaseModel):
     schedule_to_start_timeout: float | None = None
     heartbeat_timeout: float | None = None
     retry_policy: RetryPolicy | None = None
+    # Run on the processor, its result journaled in the same turn (None, not False, when unset:
+    # a record's step options stay as they were before the option existed).
+    local: bool | None = None
 
 
 class AgentRuntime(ABC):

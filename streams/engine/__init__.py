@@ -3,6 +3,7 @@
 from .base import Engine, Input, Origin, Rejection, StepOutcome, TurnFacts, TurnOutcome, dead_letter
 from .dedup import DedupPolicy, Delivery
 from .durable import TERMINAL, DurableEngine, EngineConfig
+from .local_steps import LocalSteps
 from .record import AgentRecord, OutboxItem, ReceivedEvent
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "Input",
+    "LocalSteps",
     "Origin",
     "OutboxItem",
     "ReceivedEvent",

@@ -41,6 +41,7 @@ from agentstream.topics import (
 from . import dedup, steps
 from .base import Input, Origin, Rejection, TurnFacts, TurnOutcome
 from .dedup import DedupPolicy
+from .local_steps import LocalSteps, run_local_steps
 from .record import AgentRecord, Base, JournalEntry, Outcome, Seed
 from .replay import deliver, identity_of, replay
 from .runtime import LiveAgent, Mode
@@ -77,10 +78,14 @@ class _TurnTimedOut(Exception):
 
 class DurableEngine:
     def __init__(
-        self, config: EngineConfig | None = None, lookup: Callable[[str], AgentDefinition] = agent_definition
+        self,
+        config: EngineConfig | None = None,
+        lookup: Callable[[str], AgentDefinition] = agent_definition,
+        local_steps: LocalSteps | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self._lookup = lookup
+        self._local_steps = local_steps  # without it, a local step goes to a worker like any other
         self._cache: OrderedDict[str, LiveAgent] = OrderedDict()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="agentstream-turn")
         self._unstick_tried: set[str] = set()
@@ -98,6 +103,10 @@ class DurableEngine:
             return self._sealer.duplicate(record, source, offset, redelivered=seen == "redelivery")
         try:
             outcome = await self._run(record, message, now)
+            if self._local_steps is not None and outcome.commands:
+                outcome = await run_local_steps(
+                    outcome, self._local_steps, lambda current, result: self._turn_in_thread(current, result, now)
+                )
         except Exception as exc:  # a bug here must not lose the input: park its agent
             log.exception("engine failed on an input", extra={"agent_id": message.agent_id})
             self.forget(message.agent_id)

@@ -32,6 +32,7 @@ from ..metrics_registry import pod_registry
 from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
+from .local_steps import ProcessorLocalSteps
 from .positions import InputPositions, read_range
 from . import metadata_fix, recovery_fix, startup_fix, static_member
 from .publish import FaustPublisher, FaustTableStore
@@ -211,7 +212,7 @@ def create_processor(
         max_parked=settings.max_parked_inputs,
         dedup=DedupPolicy(settings.dedup_window_seconds, settings.dedup_max_keys),
         identity=identity,
-    ))
+    ), local_steps=ProcessorLocalSteps())
     publisher = FaustPublisher(app, max_bytes=settings.max_record_bytes)
     timer_index = TimerIndex()
     handler = InputHandler(
