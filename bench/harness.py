@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import statistics
 import time
 import urllib.error
@@ -61,7 +62,8 @@ class Slice:
         return {
             "AGENTSTREAM_TOPIC_PREFIX": self.prefix,
             "AGENTSTREAM_APP_ID": self.app_id,
-            "AGENTSTREAM_LOG_LEVEL": "WARNING",
+            # BENCH_LOG_LEVEL=INFO (with --keep-logs) keeps the components' timelines, e.g. of a W3 restart
+            "AGENTSTREAM_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
 
     def processor(

@@ -1,4 +1,4 @@
-"""One-command benchmark of agentstream: `python bench/run.py [--quick] [--only NAME] [--brokers LIST]`.
+"""One-command benchmark of agentstream: `python bench/run.py [--quick] [--only NAME,...] [--brokers LIST]`.
 
 Starts its own broker (or uses AGENTSTREAM_KAFKA_BOOTSTRAP), runs each measurement on
 private topics with freshly spawned processors and workers, and prints one table.
@@ -34,7 +34,15 @@ from harness import Bench, Row
 from longlived import engine_long_lived
 from restart import processor_restart
 from throughput import agentstream_events, faust_events
-from workloads import idle_memory, w1_keyed_events, w2a_latency, w2b_throughput, w3_recovery
+from workloads import (
+    idle_memory,
+    w1_keyed_events,
+    w2a_latency,
+    w2a_local_latency,
+    w2b_local_throughput,
+    w2b_throughput,
+    w3_recovery,
+)
 
 Measurement = Callable[[Bench], Awaitable[list[Row]]]
 MEASUREMENTS: dict[str, tuple[Measurement, str]] = {
@@ -48,6 +56,8 @@ MEASUREMENTS: dict[str, tuple[Measurement, str]] = {
     "w1": (w1_keyed_events, "W1 keyed events through the client, state polled over HTTP"),
     "w2a": (w2a_latency, "W2a sequential 3-step invocations, get_agent_result and push"),
     "w2b": (w2b_throughput, "W2b 3-step invocations, 32 in flight"),
+    "w2a-local": (w2a_local_latency, "W2a with local steps (run by the processor, like the peers' steps)"),
+    "w2b-local": (w2b_local_throughput, "W2b with local steps"),
     "w3": (w3_recovery, "W3 SIGKILL processor + worker mid-step, time to the next event"),
     "memory": (idle_memory, "one processor holding idle agents: RSS and bytes on disk"),
 }
@@ -109,7 +119,7 @@ def load_row() -> Row:
 async def main_async(args: argparse.Namespace, bootstrap: str, workdir: Path, load: Row) -> list[Row]:
     profile = await detect_profile(bootstrap)
     bench = Bench(bootstrap, profile, workdir, args.quick, memory_agents=args.memory_agents)
-    names = [args.only] if args.only else list(MEASUREMENTS)
+    names = args.only or list(MEASUREMENTS)
     try:
         rows = [load, *await run_all(bench, names, lambda text: print(text, file=sys.stderr, flush=True))]
     finally:
@@ -156,10 +166,20 @@ def compare(tables: dict[str, list[Row]]) -> str:
     return render(rows, header)
 
 
+def measurement_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MEASUREMENTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown measurement {', '.join(unknown) or text!r}; choose from "
+                                         + ", ".join(MEASUREMENTS))
+    return names
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller loads (about a minute)")
-    parser.add_argument("--only", choices=list(MEASUREMENTS), help="run one measurement")
+    parser.add_argument("--only", type=measurement_names, metavar="NAME,...",
+                        help="run these measurements only (comma-separated): " + ", ".join(MEASUREMENTS))
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder (component logs, state)")
     parser.add_argument("--memory-agents", type=int, default=None, metavar="N",
                         help="idle agents held by the memory row (default 10,000, extrapolated to the "

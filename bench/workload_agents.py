@@ -9,7 +9,8 @@ harness's services (../shared/peers/bench/restate_app.py) so the same work is me
   exclusive handler. An event with `stall` first runs the step `stall_step`, which
   blocks while a file exists (W3 kills processor and worker while a worker is in it).
 - `ThreeSteps` (W2a, W2b): `run` does 3 sequential steps of a no-op function that
-  returns a small dict, and returns them, like the peers' `run3`.
+  returns a small dict, and returns them, like the peers' `run3`; `ThreeLocalSteps` does
+  the same with local steps (run by the processor, as the peers run theirs).
 - `Idle` (memory row): scheduled and then waiting on a condition that never holds.
 """
 
@@ -102,6 +103,19 @@ class ThreeSteps:
         out = []
         for i in range(STEPS):
             out.append(await agent.step(function=noop_step, function_input=i))
+        return {"steps": out}
+
+
+@agent.defn()
+class ThreeLocalSteps:
+    """The same invocation with its steps run by the processor in the turn (`local=True`), the way
+    the peers run theirs: Restate's `ctx.run` and DBOS's steps run inside the handler's process."""
+
+    @agent.run
+    async def run(self) -> dict[str, Any]:
+        out = []
+        for i in range(STEPS):
+            out.append(await agent.step(function=noop_step, function_input=i, local=True))
         return {"steps": out}
 
 

@@ -180,10 +180,10 @@ def check_steps(agent_id: str, result: Any) -> None:
         raise AssertionError(f"{agent_id} returned {result!r}, not {STEPS} step outputs")
 
 
-async def invoke(client: AgentClient, agent_id: str) -> float:
+async def invoke(client: AgentClient, agent_id: str, agent_type: str = "ThreeSteps") -> float:
     """One W2 invocation the way a user writes it: schedule_agent, then get_agent_result; ms."""
     started_at = time.perf_counter()
-    await client.schedule_agent("ThreeSteps", agent_id)
+    await client.schedule_agent(agent_type, agent_id)
     check_steps(agent_id, await client.get_agent_result(agent_id, timeout=120))
     return (time.perf_counter() - started_at) * 1000
 
@@ -220,60 +220,77 @@ async def w1_keyed_events(bench: Bench) -> list[Row]:
     return [Row("W1 keyed events/s", f"{rate:,.1f}", "events/s", notes)]
 
 
-async def w2a_latency(bench: Bench) -> list[Row]:
+# W2's agent types: steps on a worker (what W2 always measured), and the same steps run by the
+# processor within the turn (`local=True`), the way the peers run theirs (Restate's ctx.run, DBOS steps).
+W2_KINDS = {"worker": ("ThreeSteps", "", "worker steps"), "local": ("ThreeLocalSteps", " (local steps)", "local steps")}
+
+
+async def w2a_latency(bench: Bench, kind: str = "worker") -> list[Row]:
     """W2a: sequential 3-step invocations, waited for with get_agent_result, then with a push-based wait."""
+    agent_type, label, what = W2_KINDS[kind]
     size = sizes(bench)
     n = size.w2a_runs
-    space, processor = await started(bench, "w2a")
+    space, processor = await started(bench, "w2a" if kind == "worker" else f"w2a-{kind}")
     polled: list[float] = []
     pushed: list[float] = []
     async with space.client(processor.url) as client, UpdateWatcher(bench, space.names.agent_updates) as updates:
         for i in range(size.warmup):
-            await invoke(client, f"w2a-warmup-{i}")
+            await invoke(client, f"w2a-warmup-{i}", agent_type)
         for i in range(n):
-            polled.append(await invoke(client, f"w2a-poll-{i}"))
+            polled.append(await invoke(client, f"w2a-poll-{i}", agent_type))
         for i in range(n):
             agent_id = f"w2a-push-{i}"
             started_at = time.perf_counter()
             result = updates.expect(agent_id)
-            await client.schedule_agent("ThreeSteps", agent_id)
+            await client.schedule_agent(agent_type, agent_id)
             check_steps(agent_id, await asyncio.wait_for(result, 120))
             pushed.append((time.perf_counter() - started_at) * 1000)
-    how = f"{n} sequential invocations of a {STEPS}-step agent (no-op steps), after {size.warmup} warm-up"
+    how = f"{n} sequential invocations of a {STEPS}-step agent (no-op {what}), after {size.warmup} warm-up"
     poll_how = f"schedule_agent -> get_agent_result (the owning processor holds the request until the agent ends); {how}"
     push_how = f"schedule_agent -> 'completed' read from agent-updates (one consumer for the run); {how}"
     return [
-        Row("W2a latency p50, get_agent_result", f"{percentile(polled, 50):.1f}", "ms", f"{latency_notes(polled)}; {poll_how}"),
-        Row("W2a latency p99, get_agent_result", f"{percentile(polled, 99):.1f}", "ms", "nearest rank"),
-        Row("W2a latency p50, push (agent-updates)", f"{percentile(pushed, 50):.1f}", "ms", f"{latency_notes(pushed)}; {push_how}"),
-        Row("W2a latency p99, push (agent-updates)", f"{percentile(pushed, 99):.1f}", "ms", "nearest rank"),
+        Row(f"W2a latency p50, get_agent_result{label}", f"{percentile(polled, 50):.1f}", "ms",
+            f"{latency_notes(polled)}; {poll_how}"),
+        Row(f"W2a latency p99, get_agent_result{label}", f"{percentile(polled, 99):.1f}", "ms", "nearest rank"),
+        Row(f"W2a latency p50, push (agent-updates){label}", f"{percentile(pushed, 50):.1f}", "ms",
+            f"{latency_notes(pushed)}; {push_how}"),
+        Row(f"W2a latency p99, push (agent-updates){label}", f"{percentile(pushed, 99):.1f}", "ms", "nearest rank"),
     ]
 
 
-async def w2b_throughput(bench: Bench) -> list[Row]:
+async def w2b_throughput(bench: Bench, kind: str = "worker") -> list[Row]:
     """W2b: N invocations, 32 in flight, each schedule_agent -> get_agent_result."""
+    agent_type, label, what = W2_KINDS[kind]
     size = sizes(bench)
     n = size.w2b_runs
-    space, processor = await started(bench, "w2b")
+    space, processor = await started(bench, "w2b" if kind == "worker" else f"w2b-{kind}")
     samples: list[float] = []
     async with space.client(processor.url) as client:
         for i in range(size.warmup):
-            await invoke(client, f"w2b-warmup-{i}")
+            await invoke(client, f"w2b-warmup-{i}", agent_type)
 
         async def one(i: int) -> None:
-            samples.append(await invoke(client, f"w2b-{i}"))
+            samples.append(await invoke(client, f"w2b-{i}", agent_type))
 
         wall = await run_pool(n, W2B_IN_FLIGHT, one)
     rate = n / wall
-    bench.rates["w2b"] = rate
-    how = (f"{n} invocations of a {STEPS}-step agent, {W2B_IN_FLIGHT} in flight, each schedule_agent -> "
+    bench.rates["w2b" if kind == "worker" else f"w2b-{kind}"] = rate
+    how = (f"{n} invocations of a {STEPS}-step agent ({what}), {W2B_IN_FLIGHT} in flight, each schedule_agent -> "
            f"get_agent_result; {wall:.1f}s")
     return [
-        Row("W2b invocations/s, 32 in flight", f"{rate:,.1f}", "inv/s", how),
-        Row("W2b steps/s", f"{rate * STEPS:,.1f}", "steps/s", f"{STEPS} steps per invocation"),
-        Row("W2b latency p50", f"{percentile(samples, 50):.0f}", "ms", "per invocation, under that load"),
-        Row("W2b latency p99", f"{percentile(samples, 99):.0f}", "ms", f"nearest rank; max {max(samples):.0f} ms"),
+        Row(f"W2b invocations/s, 32 in flight{label}", f"{rate:,.1f}", "inv/s", how),
+        Row(f"W2b steps/s{label}", f"{rate * STEPS:,.1f}", "steps/s", f"{STEPS} steps per invocation"),
+        Row(f"W2b latency p50{label}", f"{percentile(samples, 50):.0f}", "ms", "per invocation, under that load"),
+        Row(f"W2b latency p99{label}", f"{percentile(samples, 99):.0f}", "ms", f"nearest rank; max {max(samples):.0f} ms"),
     ]
+
+
+async def w2a_local_latency(bench: Bench) -> list[Row]:
+    return await w2a_latency(bench, "local")
+
+
+async def w2b_local_throughput(bench: Bench) -> list[Row]:
+    return await w2b_throughput(bench, "local")
 
 
 async def wait_for_file(path: Path, timeout: float) -> None:
