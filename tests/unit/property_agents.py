@@ -27,7 +27,10 @@ from agentstream.agents import (
     TimeoutError,
     agent,
     condition,
+    function,
+    step_context,
 )
+from agentstream.agents.exceptions import TerminalError
 from agentstream.streams.engine import AgentRecord, Input
 from agentstream.topics import (
     AgentStatus,
@@ -50,6 +53,29 @@ async def _step(owner: Any, name: str, **timeouts: float) -> str:
     are agent.step's (each a durable timer of the engine)."""
     try:
         out = await agent.step(function=FUNCTION, function_input=name, retry_policy=POLICY, **timeouts)
+        seen = f"{name}={out}"
+    except StepFailedError as exc:
+        seen = f"{name}=failed:{exc.error_type}"
+    owner.received.append(seen)
+    return seen
+
+
+@function
+async def prop_local(name: str) -> str:
+    """The local steps' function (run by the engine's runner, never by the test's worker): its
+    outcome depends only on the input and attempt, so a re-run after a crash gives the same one.
+    An input with "flaky" fails its first attempt (a durable retry timer), one with "bad" always."""
+    if "bad" in name:
+        raise TerminalError(f"{name} is refused")
+    if "flaky" in name and step_context().attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    return f"{name}@local"
+
+
+async def _local(owner: Any, name: str) -> str:
+    """One local step, recorded in `received` like `_step`'s."""
+    try:
+        out = await agent.step(function=prop_local, function_input=name, retry_policy=POLICY, local=True)
         seen = f"{name}={out}"
     except StepFailedError as exc:
         seen = f"{name}=failed:{exc.error_type}"
@@ -240,6 +266,36 @@ class HandlersAgent:
         return sorted(self.received)
 
 
+@agent.defn(name="Prop.Local")
+class LocalAgent:
+    """Local steps (run inside the turn) mixed with worker steps, a gather of both, and event
+    handlers that run one local step each."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.busy = 0
+        self.ended = False
+
+    @agent.event
+    async def work(self, n: int) -> str:
+        self.busy += 1
+        seen = await _local(self, f"work-{n}" if n % 3 else f"work-{n}-flaky")
+        self.busy -= 1
+        return seen
+
+    @agent.event
+    async def end(self) -> None:
+        self.ended = True
+
+    @agent.run
+    async def run(self) -> list[str]:
+        await _local(self, "first")
+        await _step(self, "worker")
+        await asyncio.gather(_local(self, "pair-flaky"), _step(self, "pair-worker"), _local(self, "pair-bad"))
+        await condition(lambda: self.ended and self.busy == 0)
+        return sorted(self.received)
+
+
 # -- how the test drives them ---------------------------------------------------------------
 
 Applied = list[tuple[str, Any]]  # (event, payload) of the events the agent took, in order
@@ -298,6 +354,16 @@ def _check_handlers(record: AgentRecord, applied: Applied) -> None:
     assert record.fields["busy"] == 0
 
 
+def _check_local(record: AgentRecord, applied: Applied) -> None:
+    received = record.fields["received"]
+    assert isinstance(received, list)
+    works = sorted(f"work-{n}" if n % 3 else f"work-{n}-flaky" for event, n in applied if event == "work")
+    assert sorted(step_inputs(record)) == sorted(["first", "worker", "pair-flaky", "pair-worker", "pair-bad", *works])
+    assert "first=first@local" in received and "pair-bad=failed:TerminalError" in received
+    assert "pair-flaky=pair-flaky@local" in received
+    assert record.fields["busy"] == 0
+
+
 SHAPES = {
     "loop": Shape("Prop.Loop", ("bump", "note"), "bump", _check_loop, lambda event, n: f"note-{n}" if event == "note" else None),
     "gather": Shape("Prop.Gather", ("finish",), "finish", _check_gather),
@@ -308,6 +374,8 @@ SHAPES = {
     "continue_as_new": Shape("Prop.Marathon", ("tick", "tick", "tick", "end"), "end", _check_marathon),
     "handlers": Shape("Prop.Handlers", ("work", "end"), "end", _check_handlers,
                       lambda event, n: n if event == "work" else None),
+    "local_steps": Shape("Prop.Local", ("work", "end"), "end", _check_local,
+                         lambda event, n: n if event == "work" else None),
 }
 
 ENDED = {AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED}

@@ -1,5 +1,8 @@
 """Property test of the durable engine: crashes change nothing (issue 7, "Proof that lasts").
 
+Local steps (`agent.step(..., local=True)`) are run by both worlds' engines with the
+processor's runner, inside the turn: a crash that loses a turn runs them again.
+
 Two worlds take the same inputs in lockstep, each with its own engine and stored
 records: a calm one, and one that also crashes. The environment is a queue of what is
 pending (step commands no worker took yet, agent-events records and worker results not
@@ -49,6 +52,7 @@ from hypothesis import strategies as st
 
 from agentstream.streams.engine import AgentRecord, DurableEngine, EngineConfig, Input, Origin, OutboxItem, TurnOutcome
 from agentstream.streams.engine.dedup import FIRE_TOLERANCE
+from agentstream.streams.processor.local_steps import ProcessorLocalSteps
 from agentstream.topics import (
     AgentStatus,
     CancelAgent,
@@ -70,6 +74,7 @@ from property_agents import (
     worker_result,
 )
 
+LOCAL_STEPS = ProcessorLocalSteps()  # the processor's runner of local steps (the Prop.Local shape's)
 EXAMPLES = int(os.environ.get("AGENTSTREAM_PROPERTY_EXAMPLES", "25"))
 MAX_ACTIONS = 40
 MAX_EVENTS = 8
@@ -108,7 +113,7 @@ class World:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.engine = DurableEngine(CONFIG)
+        self.engine = DurableEngine(CONFIG, local_steps=LOCAL_STEPS)
         self.records: dict[str, AgentRecord] = {}
         self.published: dict[str, dict[str, Any]] = {}  # "topic:message_id" -> value without VOLATILE
         self.conflicts: list[str] = []
@@ -149,7 +154,7 @@ class World:
 
     def restart(self) -> None:
         self.engine.close()
-        self.engine = DurableEngine(CONFIG)
+        self.engine = DurableEngine(CONFIG, local_steps=LOCAL_STEPS)
         self.last = None
         self.settled = {}
 
@@ -431,7 +436,7 @@ class Run:
         ids = [item.value["message_id"] for item in again.publish]
         assert (again.label, again.redelivered) == (first.outcome.label, False), again.label
         assert ids == [item.value["message_id"] for item in first.outcome.publish], "the outputs changed"
-        later = DurableEngine(CONFIG)  # a redelivery comes later in truth: the IDs must not depend on time
+        later = DurableEngine(CONFIG, local_steps=LOCAL_STEPS)  # a redelivery comes later in truth: the IDs must not depend on time
         try:
             probe = await later.apply(first.before, first.message, first.now + LATER, first.origin if told else None)
         finally:
