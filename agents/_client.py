@@ -147,17 +147,46 @@ class AgentClient:
         `task_queue` is accepted for compatibility; agents run on processors, which
         take every task queue.
         """
-        name = type_name(agent_name)
-        message = ScheduleAgent(
-            agent_id=agent_id or f"{name}-{uuid.uuid4().hex[:12]}",
-            agent_type=name,
-            input=to_jsonable_python(input),
-            idempotency_key=idempotency_key,
-        )
+        message = _schedule(agent_name, agent_id, input, idempotency_key)
         await self._send(message)
         run_id = run_id_for(message.message_id)
         await self._confirm(message.agent_id, run_id, wait)
         return run_id
+
+    async def execute_agent(
+        self,
+        agent_name: str | type,
+        agent_id: str | None = None,
+        input: Any = None,
+        *,
+        timeout: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Start an agent and wait for what its `run` returns: the request/response call.
+
+        `schedule_agent` and `get_agent_result` in one, tied to the run it starts: the result
+        of an earlier run under the same ID is never taken for this one's, and a schedule the
+        processor rejects (an agent of that ID already runs, an unknown type, an input `run`
+        refuses) raises `InputRejectedError` as soon as it is known. Raises
+        `AgentFailedError` and agentstream's `TimeoutError` as `get_agent_result` does.
+        """
+        message = _schedule(agent_name, agent_id, input, idempotency_key)
+        await self._send(message)
+        run_id = run_id_for(message.message_id)
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        result = asyncio.ensure_future(self._result(message.agent_id, seconds, run_id))
+        # The outcome of the schedule, for a rejection only: a result means it was applied.
+        confirmed = asyncio.ensure_future(self._confirm(message.agent_id, run_id, seconds or RESULT_WAIT_S))
+        try:
+            await asyncio.wait({result, confirmed}, return_when=asyncio.FIRST_COMPLETED)
+            rejection = confirmed.exception() if confirmed.done() and not confirmed.cancelled() else None
+            if isinstance(rejection, InputRejectedError):
+                raise rejection
+            return await result
+        finally:
+            for task in (result, confirmed):
+                task.cancel()
+            await asyncio.gather(result, confirmed, return_exceptions=True)
 
     async def schedule_cron(
         self, agent_name: str | type, cron: str, *, schedule_id: str | None = None, input: Any = None,
@@ -262,6 +291,10 @@ class AgentClient:
         processor that is not ready (a rebalance) is asked again until the timeout.
         """
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        return await self._result(agent_id, seconds)
+
+    async def _result(self, agent_id: str, seconds: float | None, run_id: str | None = None) -> Any:
+        """`get_agent_result`; with `run_id`, only that run's end counts (an earlier run's is waited past)."""
         deadline = None if seconds is None else time.monotonic() + seconds
         pause, shown = 0.02, "not found"
         while True:
@@ -272,7 +305,8 @@ class AgentClient:
             status, text = await self._get(url, extra_seconds=wait)
             body = _json_or_none(text)
             held = status == 202  # the processor waited for the agent: ask again at once
-            if status in (200, 202) and isinstance(body, dict):
+            other_run = isinstance(body, dict) and run_id is not None and body.get("run_id", run_id) != run_id
+            if status in (200, 202) and isinstance(body, dict) and not other_run:
                 shown = str(body.get("status"))
                 if body.get("status") == AgentStatus.COMPLETED.value:
                     return body.get("result")
@@ -281,9 +315,9 @@ class AgentClient:
                         f"agent {agent_id!r} {body['status']}: {body.get('error')}",
                         agent_id=agent_id, status=body["status"], error=body.get("error"),
                     )
-            elif not (status == 404 and _is_agent_not_found(text) or status == 503):
+            elif not (status == 404 and _is_agent_not_found(text) or status == 503 or other_run):
                 self._raise_for(status, text, url)
-            # else: not scheduled yet, or no processor owns its partition right now (a rebalance)
+            # else: not scheduled yet (or still an earlier run), or no processor owns its partition now (a rebalance)
             if deadline is not None and time.monotonic() + (0 if held else pause) >= deadline:
                 raise TimeoutError(f"agent {agent_id!r} did not end within {seconds}s (status: {shown})")
             if not held:
@@ -467,3 +501,13 @@ def _is_agent_not_found(body: str) -> bool:
     except ValueError:
         return False
     return isinstance(decoded, dict) and decoded.get("error") == "agent_not_found"
+
+
+def _schedule(agent_name: str | type, agent_id: str | None, input: Any, idempotency_key: str | None) -> ScheduleAgent:
+    name = type_name(agent_name)
+    return ScheduleAgent(
+        agent_id=agent_id or f"{name}-{uuid.uuid4().hex[:12]}",
+        agent_type=name,
+        input=to_jsonable_python(input),
+        idempotency_key=idempotency_key,
+    )

@@ -92,7 +92,8 @@ def register_views(processor: "Processor") -> None:
             return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "
                               "or its schedule is not processed yet"}, status=404)
         record = AgentRecord.from_bytes(stored)
-        body = {"agent_id": agent_id, "status": record.status.value, "result": record.result, "error": record.error}
+        body = {"agent_id": agent_id, "run_id": record.run_id, "status": record.status.value, "result": record.result,
+                "error": record.error}
         return self.json(body, status=200 if record.status.value in ENDED else 202)
 
     @app.page("/agents/{agent_id}/record")

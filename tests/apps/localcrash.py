@@ -1,4 +1,5 @@
-"""The agent of the local-step crash test, loaded with --app localcrash (no worker runs).
+"""Agents with local steps, loaded with --app localcrash (no worker runs): the local-step crash
+test's `LocalCrash`, and `Doubler` for the request/response call (`execute_agent`).
 
 Like stepcrash.py, but its `hold` handler runs the blocking step locally
 (`agent.step(..., local=True)`): the processor itself is inside the step when the test
@@ -62,3 +63,18 @@ class LocalCrash:
     @agent.run
     async def run(self) -> None:
         await condition(lambda: False)  # long-lived: only its event handlers do work
+
+
+@function
+async def local_double(n: int) -> int:
+    return n * 2
+
+
+@agent.defn()
+class Doubler:
+    """Returns twice its input, computed by a local step: a request/response agent."""
+
+    @agent.run
+    async def run(self, n: int) -> int:
+        doubled: int = await agent.step(function=local_double, function_input=n, local=True)
+        return doubled
