@@ -18,6 +18,7 @@ from agentstream.topics import TopicNames
 from .broker.profile import BrokerProfile, detect_profile
 from .kafka import check_copartitioned
 from .logs import configure_logging
+from .membership import PreviousMember, leave_for
 from .metrics_registry import pod_registry
 from .security import kafka_options, secret_values
 from . import tracing
@@ -39,6 +40,7 @@ def tune_gc() -> None:
 
 
 async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
+    from .processor.app import MEMBER_FILE
     from .processor.statedir import changelog_topic, prepare_state_dir
 
     security = kafka_options(settings)
@@ -46,6 +48,10 @@ async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
     partitions = await check_copartitioned(settings.kafka_bootstrap, TopicNames(settings.topic_prefix), security,
                                            changelog=changelog_topic(settings.app_id))
     await prepare_state_dir(settings)  # before Faust opens the tables: state of another run is set aside
+    if settings.instance_id is None:  # static members get their place back from Kafka itself
+        left_behind = PreviousMember(settings.data_dir / MEMBER_FILE, settings.app_id).left_behind()
+        if left_behind is not None:  # this data dir's last processor was killed: its member would hold up the join
+            await leave_for(left_behind, settings.kafka_bootstrap, settings.app_id, security)
     return profile, partitions
 
 

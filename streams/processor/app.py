@@ -27,6 +27,7 @@ from ..exceptions import TopicsNotCopartitionedError
 from ..kafka import partitions_changed
 from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
+from ..membership import PreviousMember
 from ..security import faust_credentials, kafka_options, secret_values
 from ..metrics_registry import pod_registry
 from ..settings import Settings
@@ -47,6 +48,7 @@ from .commits import InputCommits
 from .web import register_views
 
 TABLE_NAME = "agents"
+MEMBER_FILE = "group-member.json"  # this data dir's last processor's group member (membership.py)
 PARTITION_CHECK_S = 10.0  # how often a processor checks that its inputs kept their partition count
 # How often handled inputs are committed (commits.py; Faust's default is 2.8 s). Every input not yet
 # committed when a processor dies is read again by the next owner and costs a turn's
@@ -307,6 +309,14 @@ def create_processor(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers narrower than it calls them
     async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         commits.revoked(args[0])
+
+    member = PreviousMember(settings.data_dir / MEMBER_FILE, settings.app_id) if not settings.instance_id else None
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def note_member(sender: Any, *args: Any, **kwargs: Any) -> None:
+        """For the next processor on this data dir, should this one be killed (membership.py)."""
+        if member is not None:
+            member.remember(app.consumer._thread._ensure_consumer()._coordinator.member_id)  # type: ignore[attr-defined]
 
     async def send_timer(fired: TimerFired) -> None:
         await publisher.publish(names.agent_events, fired.key, fired.to_bytes())

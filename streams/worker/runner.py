@@ -52,6 +52,7 @@ from .. import tracing
 from ..broker.profile import BrokerProfile
 from ..kafka import connection_failed
 from ..security import kafka_options
+from ..membership import PreviousMember, leave_for, worker_member_file
 from ..settings import Settings
 from .completed import CompletedCommands, Published
 from . import llm as _llm  # noqa: F401 - registers the step agentstream.llm.call
@@ -94,14 +95,16 @@ class _Slot:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: "StepWorker") -> None:
+    def __init__(self, worker: "StepWorker", consumer: AIOKafkaConsumer) -> None:
         self._worker = worker
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._worker._revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
+        self._worker._joined(self._consumer._coordinator)
 
 
 class StepWorker:
@@ -134,14 +137,21 @@ class StepWorker:
         )
         self._attempts: dict[str, asyncio.Future[None]] = {}  # command message_id -> its running attempt
         self._consumer: AIOKafkaConsumer | None = None
+        self._member: PreviousMember | None = None  # notes this worker's group member (membership.py)
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka_bootstrap
         security = kafka_options(self.settings)
+        group_id = f"{self.settings.app_id}-worker-{self.task_queue}"
+        if self.settings.instance_id is None:  # static members get their place back from Kafka itself
+            self._member = PreviousMember(worker_member_file(group_id), group_id)
+            left_behind = self._member.left_behind()
+            if left_behind is not None:  # a worker killed here: its member would hold up the join
+                await leave_for(left_behind, bootstrap, group_id, security)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
-            group_id=f"{self.settings.app_id}-worker-{self.task_queue}",
+            group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self._concurrency,
@@ -149,7 +159,7 @@ class StepWorker:
             **self.profile.consumer_options(),
             **security,
         )
-        consumer.subscribe([self.topic], listener=_Rebalance(self))
+        consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **self.profile.producer_options(), **security)
         try:
             await producer.start()
@@ -260,6 +270,10 @@ class StepWorker:
         for tp, offset in offsets.items():
             if (partition := self._partitions.get(tp)) is not None:
                 partition.committed = max(partition.committed or 0, offset)
+
+    def _joined(self, coordinator: Any) -> None:
+        if self._member is not None:
+            self._member.remember(coordinator.member_id)
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         """Before giving partitions up: commit what is safe, then stop tracking them.
