@@ -226,6 +226,7 @@ def create_processor(
         metrics=metrics,
         identity=identity,
         max_record_bytes=settings.max_record_bytes,
+        written=views.written,
     )
     processor = Processor(app, table, handler, metrics, registry, names, views, security,
                           settings.api_token.get_secret_value() if settings.api_token else None)

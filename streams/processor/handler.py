@@ -100,6 +100,7 @@ class InputHandler:
         results: ResultWaiters | None = None,
         outcomes: InputOutcomes | None = None,
         max_record_bytes: int = 900_000,
+        written: Callable[[bytes, bytes, AgentRecord], None] | None = None,
     ) -> None:
         self._names = names
         self._engine = engine
@@ -111,6 +112,7 @@ class InputHandler:
         self.timers = timers or TimerIndex()
         self.results = results or ResultWaiters()
         self.outcomes = outcomes or InputOutcomes()
+        self._written = written  # told each record written with its bytes (the state API's views.py)
         self._sources = {names.agent_events: "agent-events", names.step_results: "step-results"}
         # hash of each agent's record as this process last wrote it with all its outputs delivered
         # (or wrote again and re-sent the first time it touched the agent): nothing to recover then
@@ -203,7 +205,7 @@ class InputHandler:
                 self.outcomes.settled(ids, "duplicate")
             return "duplicate"
         if outcome.stored is not None:
-            await self._persist(key, outcome.stored, acks)
+            await self._persist(key, outcome.stored, acks, outcome.record)
         problem = await self._deliver(outcome.publish, acks)
         if problem is not None:
             if outcome.record is None:
@@ -211,7 +213,7 @@ class InputHandler:
             else:
                 outcome = self._engine.undeliverable(outcome.record, problem, now)
                 assert outcome.stored is not None
-                await self._persist(key, outcome.stored, acks)
+                await self._persist(key, outcome.stored, acks, outcome.record)
         elif outcome.stored is not None:
             self._settle(key, outcome.stored)
         self._observe(str(getattr(message, "kind", "unknown")), outcome)
@@ -227,9 +229,11 @@ class InputHandler:
 
     # -- the steps of a record's life ------------------------------------------------------
 
-    async def _persist(self, key: bytes, value: bytes, acks: list[Pending]) -> None:
-        """Write the agent's record now; its acknowledgement joins `acks`."""
+    async def _persist(self, key: bytes, value: bytes, acks: list[Pending], record: AgentRecord | None = None) -> None:
+        """Write the agent's record now (`record` is `value` parsed); its acknowledgement joins `acks`."""
         self._metrics.record_bytes.observe(len(value))
+        if self._written is not None and record is not None:
+            self._written(key, value, record)
 
         async def write() -> Awaitable[Any]:
             return self._store.put(key, value)
@@ -297,14 +301,14 @@ class InputHandler:
         input may reach the agent first. So the record is written again and its outbox
         published again (all idempotent) before anything else happens to the agent.
         """
-        await self._persist(key, stored, acks)
+        await self._persist(key, stored, acks, record)
         problem = await self._deliver(record.outbox, acks)
         if problem is not None:  # still cannot be published: the agent waits, parked, outbox kept
             if record.undelivered:
                 return record
             parked = self._engine.undeliverable(record, problem, now)
             assert parked.stored is not None and parked.record is not None
-            await self._persist(key, parked.stored, acks)
+            await self._persist(key, parked.stored, acks, parked.record)
             return parked.record
         self._settle(key, stored)
         if record.undelivered:

@@ -35,7 +35,7 @@ log = logging.getLogger("agentstream.processor")
 class StoredRecordsWatcher(Protocol):
     """Told when what RocksDB holds changes (the state API's views, views.py)."""
 
-    def changed(self, key: bytes) -> None: ...  # a new record of `key` is in RocksDB
+    def changed(self, key: bytes, value: bytes | None = None) -> None: ...  # a new record of `key` is in RocksDB
 
     def reset(self) -> None: ...  # a rebalance: partitions are restored from the changelog
 
@@ -116,7 +116,7 @@ class FaustTableStore:
         store._db_for_partition(sent.topic_partition.partition).put(key, value)
         store._key_index[key] = sent.topic_partition.partition
         if self._watcher is not None:
-            self._watcher.changed(key)
+            self._watcher.changed(key, value)
         if latest[1] == value:  # no later write of the agent is on its way
             del self._unacknowledged[key]
 

@@ -8,6 +8,12 @@ acknowledged (`changed`), and a rebalance restores partitions from the changelog
 (`reset`). So an answer is kept until one of them says otherwise, and a repeat read costs
 one dictionary lookup: no RocksDB read, no hash of the record. Answers read while the
 processor is not ready (a restore may still be writing) are not kept. Bounded (LRU).
+
+An agent that is being read and keeps changing (W1's pollers) would have its new record
+parsed from the stored bytes after every change; so the handler also says what it wrote
+(`written`: the record it already holds, with the bytes), and once the store reports those
+very bytes stored, the view is made from that record and kept, with no parse. Only agents
+with a kept view are noted, so the notes are bounded like the views.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class PublicViews:
         self._read = read  # the stored record (RocksDB: what the changelog has acknowledged)
         self._size = size
         self._views: OrderedDict[bytes, bytes] = OrderedDict()
+        self._written: dict[bytes, tuple[bytes, AgentRecord]] = {}  # key -> (bytes on their way, the record)
 
     def of(self, key: bytes, *, keep: bool = True) -> bytes | None:
         """The public view (JSON bytes) of the agent under `key`; None when it has no record.
@@ -39,17 +46,36 @@ class PublicViews:
         stored = self._read(key)
         if stored is None:
             return None
-        view = json.dumps(AgentRecord.from_bytes(stored).public_view(), separators=(",", ":")).encode()
+        view = _render(AgentRecord.from_bytes(stored))
         if keep:
-            self._views[key] = view
-            if len(self._views) > self._size:
-                self._views.popitem(last=False)
+            self._keep(key, view)
         return view
 
-    def changed(self, key: bytes) -> None:
-        """The store holds a new record for `key`."""
+    def written(self, key: bytes, value: bytes, record: AgentRecord) -> None:
+        """The handler wrote `record` as `value` (not stored yet: its changelog write is on its way)."""
+        if key in self._views:
+            self._written[key] = (value, record)
+
+    def changed(self, key: bytes, value: bytes | None = None) -> None:
+        """The store holds a new record for `key` (`value`, when the store says which)."""
         self._views.pop(key, None)
+        written = self._written.get(key)
+        if written is not None and value is not None and (written[0] is value or written[0] == value):  # no parse
+            del self._written[key]
+            self._keep(key, _render(written[1]))
 
     def reset(self) -> None:
         """Any record may change without `changed` (a rebalance: partitions are restored from the changelog)."""
         self._views.clear()
+        self._written.clear()
+
+    def _keep(self, key: bytes, view: bytes) -> None:
+        self._views[key] = view
+        self._views.move_to_end(key)
+        if len(self._views) > self._size:
+            dropped, _ = self._views.popitem(last=False)
+            self._written.pop(dropped, None)
+
+
+def _render(record: AgentRecord) -> bytes:
+    return json.dumps(record.public_view(), separators=(",", ":")).encode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 from typing import TYPE_CHECKING, Any, cast
 
@@ -82,19 +83,21 @@ def register_views(processor: "Processor") -> None:
         wait = _wait_seconds(request)
         if wait is None:
             return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
+        key = agent_id.encode()
         with processor.handler.results.watching(agent_id) as ended:
-            stored = table.get(agent_id.encode())
-            if wait and (stored is None or AgentRecord.from_bytes(stored).status.value not in ENDED):
+            # From the agent's public view (views.py): kept between changes, no parse of the whole record.
+            view = processor.views.of(key, keep=processor.is_ready())
+            state = json.loads(view) if view is not None else None
+            if wait and (state is None or state["status"] not in ENDED):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(ended), wait)
-                stored = table.get(agent_id.encode())
-        if stored is None:
+                view = processor.views.of(key, keep=processor.is_ready())
+                state = json.loads(view) if view is not None else None
+        if state is None:
             return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "
                               "or its schedule is not processed yet"}, status=404)
-        record = AgentRecord.from_bytes(stored)
-        body = {"agent_id": agent_id, "run_id": record.run_id, "status": record.status.value, "result": record.result,
-                "error": record.error}
-        return self.json(body, status=200 if record.status.value in ENDED else 202)
+        body = {name: state.get(name) for name in ("agent_id", "run_id", "status", "result", "error")}
+        return self.json(body, status=200 if state["status"] in ENDED else 202)
 
     @app.page("/agents/{agent_id}/record")
     @app.table_route(table=table, match_info="agent_id")

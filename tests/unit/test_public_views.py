@@ -101,3 +101,30 @@ async def test_the_cache_keeps_only_the_most_recently_read_agents() -> None:
     assert stored.reads == 3
     views.of(b"b")
     assert stored.reads == 4
+
+
+async def test_a_read_agents_new_view_is_made_from_the_written_record_once_those_bytes_are_stored() -> None:
+    turns, stored = await records("c", "d")
+    views = PublicViews(stored.get)
+    views.of(b"c")  # c is being read; d is not
+    assert stored.reads == 1
+    for agent_id in ("c", "d"):
+        outcome = await turns.send(agent_id, "bump")
+        assert outcome.stored is not None and outcome.record is not None
+        views.written(agent_id.encode(), outcome.stored, outcome.record)
+        stored.records[agent_id.encode()] = outcome.stored
+    assert count(views.of(b"c")) == 0  # written is not stored: the view stays until the store says so
+    views.changed(b"c", stored.records[b"c"])
+    views.changed(b"d", stored.records[b"d"])
+    assert count(views.of(b"c")) == 1 and stored.reads == 1  # made from the record: no read, no parse
+    assert views.of(b"c") == json.dumps(
+        AgentRecord.from_bytes(stored.records[b"c"]).public_view(), separators=(",", ":")).encode()
+    assert count(views.of(b"d")) == 1 and stored.reads == 2  # d had no view: read as before
+
+    older = (await turns.send("c", "bump")).stored
+    newer = await turns.send("c", "bump")
+    assert older is not None and newer.stored is not None and newer.record is not None
+    views.written(b"c", newer.stored, newer.record)
+    views.changed(b"c", older)  # an earlier write acknowledged: not what was noted, so read as before
+    stored.records[b"c"] = older
+    assert count(views.of(b"c")) == 2 and stored.reads == 3
