@@ -9,6 +9,14 @@ So each process notes its member ID in a file once it joined, and the next proce
 the same file, if the one that wrote it is gone, sends the LeaveGroup that the dead one
 could not (Kafka allows leaving on behalf of a member ID) before it joins.
 
+The embedded broker (Tansu) mishandles a member that leaves while its group rebalances:
+in the chaos harness, two restarts that each removed their predecessor while the other
+processor was joining left the group unable to complete any join (both restarts stayed
+unready for 90 s). On it, a predecessor is removed only when it is the stable group's one
+member (a lone processor or worker restarted, as in W3), where no rebalance is under way;
+otherwise the join waits out the session, as before. Kafka itself handles a leave in any
+group state (it starts a new rebalance).
+
 It is an optimisation only: when anything fails (no file, a read-only disk, a broker
 that refuses), the join waits for the session timeout as before. It never removes a
 live member: the file names the writer's process ID, and a writer still running (a
@@ -27,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.client import AIOKafkaClient, CoordinationType
+from aiokafka.protocol.admin import DescribeGroupsRequest
 from aiokafka.protocol.group import LeaveGroupRequest
 
 log = logging.getLogger("agentstream")
@@ -85,12 +94,23 @@ def _running(pid: int) -> bool:
         return True
 
 
-async def leave_for(member_id: str, bootstrap: str, group_id: str, security: dict[str, Any]) -> bool:
-    """Take `member_id` out of `group_id` (LeaveGroup on its behalf); True if it was a member."""
+async def leave_for(
+    member_id: str, bootstrap: str, group_id: str, security: dict[str, Any], *, only_if_alone: bool = False
+) -> bool:
+    """Take `member_id` out of `group_id` (LeaveGroup on its behalf); True if it was a member.
+
+    `only_if_alone`: only when it is the stable group's one member (the embedded broker: see
+    the module's docstring)."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap, **security)
     try:
         await client.bootstrap()
         node = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
+        if only_if_alone:
+            [(_, _, state, _, _, members, *_)] = (await client.send(node, DescribeGroupsRequest([group_id]))).groups
+            if state != "Stable" or [member[0] for member in members] != [member_id]:
+                log.info("previous group member left to its session timeout",
+                         extra={"group": group_id, "state": state, "members": len(members)})
+                return False
         response = await client.send(node, LeaveGroupRequest(group_id, member_id))
     except Exception as exc:  # the join then waits out the dead member's session, as it always did
         log.info("previous group member not removed", extra={"group": group_id, "error": repr(exc)})

@@ -51,7 +51,8 @@ async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
     if settings.instance_id is None:  # static members get their place back from Kafka itself
         left_behind = PreviousMember(settings.data_dir / MEMBER_FILE, settings.app_id).left_behind()
         if left_behind is not None:  # this data dir's last processor was killed: its member would hold up the join
-            await leave_for(left_behind, settings.kafka_bootstrap, settings.app_id, security)
+            await leave_for(left_behind, settings.kafka_bootstrap, settings.app_id, security,
+                            only_if_alone=profile.embedded)
     return profile, partitions
 
 

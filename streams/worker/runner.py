@@ -148,7 +148,7 @@ class StepWorker:
             self._member = PreviousMember(worker_member_file(group_id), group_id)
             left_behind = self._member.left_behind()
             if left_behind is not None:  # a worker killed here: its member would hold up the join
-                await leave_for(left_behind, bootstrap, group_id, security)
+                await leave_for(left_behind, bootstrap, group_id, security, only_if_alone=self.profile.embedded)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
