@@ -159,7 +159,7 @@ def create_processor(
     profile.apply_to_faust()
     recovery_fix.install()
     metadata_fix.install()  # a changelog Faust just created may be missing from the first metadata
-    startup_fix.install()  # every table exists before the app starts: no second of waiting for more
+    startup_fix.install()  # a restart, whose topics all exist, joins without Faust's second of waiting
     app = faust.App(
         settings.app_id,
         broker=brokers,
