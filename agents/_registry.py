@@ -135,6 +135,11 @@ def function_definitions() -> Mapping[str, FunctionDefinition]:
     return dict(_functions)
 
 
+def function_definition(name: str) -> FunctionDefinition | None:
+    """One registered function, without copying the registry (the processor asks per local step)."""
+    return _functions.get(name)
+
+
 def describe_agent(definition: AgentDefinition) -> dict[str, Any]:
     """An agent type as `GET /agent-types` shows it: its events, and the JSON schema of the run's
     input and of each event's payload (None: it takes none)."""

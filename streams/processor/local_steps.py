@@ -10,9 +10,9 @@ one must never wait without a bound.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from agentstream.agents._registry import FunctionDefinition, function_definitions
+from agentstream.agents._registry import FunctionDefinition, function_definition
 from agentstream.topics import StepCommand, StepResult
 
 from ..worker.execute import execute
@@ -29,19 +29,20 @@ class ProcessorLocalSteps:
 
     def __init__(
         self,
-        functions: Callable[[], Mapping[str, FunctionDefinition]] = function_definitions,
+        lookup: Callable[[str], FunctionDefinition | None] = function_definition,
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self._functions = functions
+        self._lookup = lookup
         self._default_timeout_s = default_timeout_s
 
     def runs(self, function: str) -> bool:
-        return function in self._functions()
+        return self._lookup(function) is not None
 
     async def run(self, command: StepCommand) -> StepResult:
         if command.start_to_close_timeout_s is None:
             command = command.model_copy(update={"start_to_close_timeout_s": self._default_timeout_s})
-        result = await execute(command, self._functions())
+        definition = self._lookup(command.function)
+        result = await execute(command, {command.function: definition} if definition is not None else {})
         if not result.ok and log.isEnabledFor(logging.INFO):
             assert result.error is not None
             log.info("local step failed", extra={"agent_id": command.agent_id, "function": command.function,
