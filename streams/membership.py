@@ -42,7 +42,12 @@ log = logging.getLogger("agentstream")
 
 UNKNOWN_MEMBER_ID = 25  # the member is gone already (its session ended, or it left)
 
-__all__ = ["PreviousMember", "leave_for", "worker_member_file"]
+__all__ = ["PreviousMember", "leave_for", "processor_member_file", "worker_member_file"]
+
+
+def processor_member_file(data_dir: Path) -> Path:
+    """Where a processor notes its member ID: its data dir, which no other processor uses."""
+    return data_dir / "group-member.json"
 
 
 def worker_member_file(group_id: str) -> Path:

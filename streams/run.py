@@ -18,7 +18,7 @@ from agentstream.topics import TopicNames
 from .broker.profile import BrokerProfile, detect_profile
 from .kafka import check_copartitioned
 from .logs import configure_logging
-from .membership import PreviousMember, leave_for
+from .membership import PreviousMember, leave_for, processor_member_file
 from .metrics_registry import pod_registry
 from .security import kafka_options, secret_values
 from . import tracing
@@ -40,7 +40,6 @@ def tune_gc() -> None:
 
 
 async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
-    from .processor.app import MEMBER_FILE
     from .processor.statedir import changelog_topic, prepare_state_dir
 
     security = kafka_options(settings)
@@ -49,7 +48,7 @@ async def _prepare_processor(settings: Settings) -> tuple[BrokerProfile, int]:
                                            changelog=changelog_topic(settings.app_id))
     await prepare_state_dir(settings)  # before Faust opens the tables: state of another run is set aside
     if settings.instance_id is None:  # static members get their place back from Kafka itself
-        left_behind = PreviousMember(settings.data_dir / MEMBER_FILE, settings.app_id).left_behind()
+        left_behind = PreviousMember(processor_member_file(settings.data_dir), settings.app_id).left_behind()
         if left_behind is not None:  # this data dir's last processor was killed: its member would hold up the join
             await leave_for(left_behind, settings.kafka_bootstrap, settings.app_id, security,
                             only_if_alone=profile.embedded)

@@ -27,7 +27,7 @@ from ..exceptions import TopicsNotCopartitionedError
 from ..kafka import partitions_changed
 from ..engine import DedupPolicy, DurableEngine, Engine, EngineConfig
 from ..logs import logging_config
-from ..membership import PreviousMember
+from ..membership import PreviousMember, processor_member_file
 from ..security import faust_credentials, kafka_options, secret_values
 from ..metrics_registry import pod_registry
 from ..settings import Settings
@@ -48,7 +48,6 @@ from .commits import InputCommits
 from .web import register_views
 
 TABLE_NAME = "agents"
-MEMBER_FILE = "group-member.json"  # this data dir's last processor's group member (membership.py)
 PARTITION_CHECK_S = 10.0  # how often a processor checks that its inputs kept their partition count
 # How often handled inputs are committed (commits.py; Faust's default is 2.8 s). Every input not yet
 # committed when a processor dies is read again by the next owner and costs a turn's
@@ -311,7 +310,7 @@ def create_processor(
     async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         commits.revoked(args[0])
 
-    member = PreviousMember(settings.data_dir / MEMBER_FILE, settings.app_id) if not settings.instance_id else None
+    member = PreviousMember(processor_member_file(settings.data_dir), settings.app_id) if not settings.instance_id else None
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def note_member(sender: Any, *args: Any, **kwargs: Any) -> None:

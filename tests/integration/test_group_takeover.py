@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from agentstream.streams.kafka import admin_client
-from agentstream.streams.membership import worker_member_file
-from agentstream.streams.processor.app import MEMBER_FILE
+from agentstream.streams.membership import processor_member_file, worker_member_file
 
 from support import Cluster, poll
 
@@ -54,7 +53,7 @@ async def members_of(cluster: Cluster, group: str) -> list[str]:
 async def test_a_restart_takes_the_killed_predecessors_member_out_of_the_group(cluster: Cluster, kind: str) -> None:
     data_dir = cluster.tmp / "state"
     group = cluster.app_id if kind == "processor" else f"{cluster.app_id}-worker-restack"
-    member_file = data_dir / MEMBER_FILE if kind == "processor" else worker_member_file(group)
+    member_file = processor_member_file(data_dir) if kind == "processor" else worker_member_file(group)
 
     def start(name: str) -> Any:
         process = cluster.processor(name, data_dir=data_dir) if kind == "processor" else cluster.worker(name)
