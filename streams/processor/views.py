@@ -60,7 +60,7 @@ class PublicViews:
         """The store holds a new record for `key` (`value`, when the store says which)."""
         self._views.pop(key, None)
         written = self._written.get(key)
-        if written is not None and value is not None and (written[0] is value or written[0] == value):  # no parse
+        if written is not None and written[0] == value:  # the very bytes the handler wrote: no parse
             del self._written[key]
             self._keep(key, _render(written[1]))
 
