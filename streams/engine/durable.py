@@ -17,7 +17,6 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +46,7 @@ from .replay import deliver, identity_of, replay
 from .runtime import LiveAgent, Mode
 from .seal import Sealer
 from .turn import TurnWriter, status_update
+from .turn_thread import TurnThread, TurnTimedOut
 
 log = logging.getLogger("agentstream.engine")
 
@@ -72,10 +72,6 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:5])
 
 
-class _TurnTimedOut(Exception):
-    """A turn overran the time limit; its thread is abandoned."""
-
-
 class DurableEngine:
     def __init__(
         self,
@@ -87,7 +83,7 @@ class DurableEngine:
         self._lookup = lookup
         self._local_steps = local_steps  # without it, a local step goes to a worker like any other
         self._cache: OrderedDict[str, LiveAgent] = OrderedDict()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="agentstream-turn")
+        self._thread = TurnThread(self.config.turn_timeout_s)
         self._unstick_tried: set[str] = set()
         self._sealer = Sealer(self.config)
 
@@ -129,7 +125,7 @@ class DurableEngine:
         self._unstick_tried.discard(agent_id)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self._thread.close()
 
     async def _run(self, record: AgentRecord | None, message: Input, now: datetime) -> TurnOutcome:
         if (
@@ -145,22 +141,15 @@ class DurableEngine:
         return await self._turn_in_thread(record, message, now)
 
     async def _in_thread(self, work: Callable[[], Any]) -> Any:
-        """Run `work` on the turn thread, within the time limit."""
-        future = self._pool.submit(work)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.config.turn_timeout_s)
-        except asyncio.TimeoutError:
-            # The thread cannot be stopped; it is abandoned with the live state it holds.
-            self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="agentstream-turn")
-            raise _TurnTimedOut() from None
+        """Run `work` on the turn thread, within the time limit (counted from when it starts there)."""
+        return await self._thread.run(work)
 
     async def _turn_in_thread(self, record: AgentRecord | None, message: Input, now: datetime) -> TurnOutcome:
         # Live state leaves the cache for the turn: a turn that overruns never puts it back.
         live = self._cache.pop(message.agent_id, None)
         try:
             outcome, live = await self._in_thread(lambda: self.apply_now(record, message, now, live))
-        except _TurnTimedOut:
+        except TurnTimedOut:
             return self._blocked(record, message, now)
         if live is not None:
             self._cache[message.agent_id] = live
@@ -473,7 +462,7 @@ class DurableEngine:
     async def _unstick(self, record: AgentRecord, message: Input, now: datetime) -> TurnOutcome | None:
         try:
             live = await self._in_thread(lambda: self._replay(record))
-        except (_TurnTimedOut, _ReplayFailed):
+        except (TurnTimedOut, _ReplayFailed):
             return None  # still stuck: the input is parked as usual
         current = record.evolve(status=AgentStatus.RUNNING, error=None, parked=[])
         total = TurnOutcome(
