@@ -13,6 +13,7 @@ import socket
 from functools import partial
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -33,6 +34,7 @@ from ..metrics_registry import pod_registry
 from ..settings import Settings
 from .auth import protect
 from .handler import InputHandler
+from .lanes import AgentLanes
 from .local_steps import ProcessorLocalSteps
 from .positions import InputPositions, read_range
 from . import metadata_fix, recovery_fix, startup_fix, static_member
@@ -76,6 +78,7 @@ class Processor:
     views: PublicViews  # what GET /agents/{id} answers, kept until the agent's record changes
     security: dict[str, Any] = field(default_factory=dict)  # aiokafka TLS/SASL options of its own readers
     api_token: str | None = None  # what its HTTP API demands, and sends when it forwards a request
+    _consumer_started: bool = field(default=False, init=False)
 
     def is_ready(self) -> bool:
         """True when the consumer has its assignment and tables finished restoring."""
@@ -85,12 +88,11 @@ class Processor:
         except Exception:  # not started yet
             return False
         recovery = app.tables.recovery  # type: ignore[attr-defined]
-        return bool(
-            not app.rebalancing
-            and recovery.completed.is_set()
-            and not recovery.in_recovery
-            and consumer.assignment() is not None
-        )
+        if app.rebalancing or not recovery.completed.is_set() or recovery.in_recovery:
+            return False
+        if not self._consumer_started:  # asked once: building the assignment's set was 4% of W1's CPU
+            self._consumer_started = consumer.assignment() is not None
+        return self._consumer_started
 
     def assigned_partitions(self) -> int:
         return len(self.owned_partitions())
@@ -256,20 +258,31 @@ def create_processor(
         app.monitor.on_tp_commit(offsets)  # Faust's committed-offset gauge
         return True
 
+    lanes = AgentLanes()  # inputs of different agents apply side by side (lanes.py)
+
+    def begin(event: Any) -> Awaitable[tuple[str, Awaitable[None]]]:
+        message = event.message
+        return handler.begin(message.topic, message.partition, message.offset, event.key, event.value, message.headers)
+
     @app.agent(inputs, name="agentstream.inputs")
     async def apply_inputs(stream: faust.StreamT[bytes]) -> None:
         # Each input takes its place in the window first, so a rebalance or a stop waits for it too
         # (wait_for_inputs); it is committed once it and every input before it are durable.
+        generation = None
         try:
             async for event in stream.events():
                 message = event.message
                 place = await window.add(message.tp, message.offset)
                 source = f"{message.topic}#{message.partition}"
+                if app.rebalancing_count != generation:  # positions are read from the records: all applied first
+                    generation = app.rebalancing_count
+                    await lanes.idle()
                 skipped_from = positions.missed(app.rebalancing_count, source, message.offset)
                 if skipped_from is not None:  # the consumer skipped inputs the records do not reflect: first those
                     metrics.input_rewinds.inc()
                     log.warning("inputs skipped by the consumer are read again", extra={
                         "source": source, "from": skipped_from, "to": message.offset})
+                    await lanes.idle()  # every input before them applied first, in order
                     # Or the restore lost records whose inputs lie before the committed offset: the
                     # changelog brings those back (restore_check.py), then the inputs are read again.
                     try:
@@ -284,10 +297,10 @@ def create_processor(
                         await handler.handle(missed.topic, missed.partition, missed.offset, missed.key, missed.value,
                                              missed.headers)
                         positions.handled(source, missed.offset)
-                _, durable = await handler.begin(message.topic, message.partition, message.offset, event.key,
-                                                 event.value, message.headers)
+                # The task runs in a copy of this context, where Faust's current event (a weak reference)
+                # tells the table which partition a write goes to: the partial keeps the event alive.
+                place.began(lanes.start(event.key, partial(begin, event)))
                 positions.handled(source, message.offset)
-                place.began(durable)
         finally:
             await window.close()
 
