@@ -12,7 +12,8 @@ processor is not ready (a restore may still be writing) are not kept. Bounded (L
 An agent that is being read and keeps changing (W1's pollers) would have its new record
 parsed from the stored bytes after every change; so the handler also says what it wrote
 (`written`: the record it already holds, with the bytes), and once the store reports those
-very bytes stored, the view is made from that record and kept, with no parse. Only agents
+very bytes stored, that record is kept, with no parse, and rendered at the next read (an
+agent written ten times between two reads is rendered once, not ten times). Only agents
 with a kept view are noted, so the notes are bounded like the views.
 """
 
@@ -33,13 +34,17 @@ class PublicViews:
     def __init__(self, read: Callable[[bytes], bytes | None], size: int = KEPT_VIEWS) -> None:
         self._read = read  # the stored record (RocksDB: what the changelog has acknowledged)
         self._size = size
-        self._views: OrderedDict[bytes, bytes] = OrderedDict()
+        # key -> the view, or the record to render it from at the next read (a record written many
+        # times between two reads is rendered once)
+        self._views: OrderedDict[bytes, bytes | AgentRecord] = OrderedDict()
         self._written: dict[bytes, tuple[bytes, AgentRecord]] = {}  # key -> (bytes on their way, the record)
 
     def of(self, key: bytes, *, keep: bool = True) -> bytes | None:
         """The public view (JSON bytes) of the agent under `key`; None when it has no record.
         `keep=False` when the store may still change without saying so (a restore in progress)."""
         view = self._views.get(key)
+        if isinstance(view, AgentRecord):  # changed since the last read: rendered now, once
+            view = self._views[key] = _render(view)
         if view is not None:
             self._views.move_to_end(key)
             return view
@@ -62,14 +67,14 @@ class PublicViews:
         written = self._written.get(key)
         if written is not None and written[0] == value:  # the very bytes the handler wrote: no parse
             del self._written[key]
-            self._keep(key, _render(written[1]))
+            self._keep(key, written[1])
 
     def reset(self) -> None:
         """Any record may change without `changed` (a rebalance: partitions are restored from the changelog)."""
         self._views.clear()
         self._written.clear()
 
-    def _keep(self, key: bytes, view: bytes) -> None:
+    def _keep(self, key: bytes, view: bytes | AgentRecord) -> None:
         self._views[key] = view
         self._views.move_to_end(key)
         if len(self._views) > self._size:
