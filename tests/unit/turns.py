@@ -37,9 +37,16 @@ class Turns:
 
     async def apply(self, message: Input, *, advance: float = 1.0) -> TurnOutcome:
         self.now += timedelta(seconds=advance)
-        outcome = await self.engine.apply(self.records.get(message.agent_id), message, self.now)
-        if outcome.stored is not None:  # what the processor would persist, read back as it would be
-            self.records[message.agent_id] = AgentRecord.from_bytes(outcome.stored)
+        record = self.records.get(message.agent_id)
+        before = record.to_bytes() if record is not None else None
+        outcome = await self.engine.apply(record, message, self.now)
+        # The processor hands the engine the record object of the agent's last turn (handler.py keeps
+        # it), so the engine must never change a record it was given, and what it stores must be the
+        # record it returns.
+        assert record is None or record.to_bytes() == before, "the engine changed the record it was given"
+        if outcome.stored is not None:
+            assert outcome.record is not None and outcome.record.to_bytes() == outcome.stored
+            self.records[message.agent_id] = outcome.record
         self.outcomes.append(outcome)
         return outcome
 
