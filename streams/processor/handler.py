@@ -224,7 +224,8 @@ class InputHandler:
         if outcome.record is not None:
             self.timers.track_record(outcome.record)
             # A result is answered from the stored record, which holds the turn once it is durable.
-            on_durable.append(partial(self.results.changed, outcome.record.agent_id, outcome.record.status.value))
+            on_durable.append(partial(self.results.changed, outcome.record.agent_id, outcome.record.status.value,
+                                      outcome.record))
         if ids:
             rejection = outcome.rejection
             on_durable.append(partial(self.outcomes.settled, ids, outcome.label,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from agentstream.topics import AgentStatus
 
@@ -25,11 +26,12 @@ class Waiters:
     Register before looking: what happens between the look and the wait is then not missed."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiting: dict[str, set[asyncio.Future[Any]]] = {}
 
     @contextlib.contextmanager
-    def watching(self, key: str) -> Iterator[asyncio.Future[None]]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def watching(self, key: str) -> Iterator[asyncio.Future[Any]]:
+        """A future that resolves with what `wake` was given (or None)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiting = self._waiting.setdefault(key, set())
         waiting.add(future)
         try:
@@ -39,10 +41,10 @@ class Waiters:
             if not waiting:
                 self._waiting.pop(key, None)
 
-    def wake(self, key: str) -> None:
+    def wake(self, key: str, value: Any = None) -> None:
         for future in self._waiting.get(key, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(value)
 
     def __len__(self) -> int:
         return sum(len(futures) for futures in self._waiting.values())
@@ -51,7 +53,8 @@ class Waiters:
 class ResultWaiters(Waiters):
     """Requests waiting for agents to end, by agent ID."""
 
-    def changed(self, agent_id: str, status: str) -> None:
-        """Called with every record the processor writes."""
+    def changed(self, agent_id: str, status: str, ending: Any = None) -> None:
+        """Called with every record the processor writes, once it is durable; `ending` (the record)
+        is what a waiting request gets when the agent ended: its answer, with no state read."""
         if status in ENDED:
-            self.wake(agent_id)
+            self.wake(agent_id, ending)

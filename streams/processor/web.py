@@ -91,8 +91,13 @@ def register_views(processor: "Processor") -> None:
             if wait and (state is None or state["status"] not in ENDED):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(ended), wait)
-                view = processor.views.of(key, keep=processor.is_ready())
-                state = json.loads(view) if view is not None else None
+                record = ended.result() if ended.done() else None
+                if isinstance(record, AgentRecord):  # the durable record that ended it: the answer, no state read
+                    state = {"agent_id": record.agent_id, "run_id": record.run_id, "status": record.status.value,
+                             "result": record.result, "error": record.error}
+                else:
+                    view = processor.views.of(key, keep=processor.is_ready())
+                    state = json.loads(view) if view is not None else None
         if state is None:
             return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "
                               "or its schedule is not processed yet"}, status=404)
