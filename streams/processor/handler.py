@@ -50,7 +50,7 @@ log = logging.getLogger("agentstream.processor")
 T = TypeVar("T")
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
 REMEMBERED_RECORDS = 100_000
-PARSED_RECORDS = 1_000  # parsed records kept, most recently written first (a hot agent's may be ~100 kB)
+PARSED_RECORDS = 512  # parsed records kept, most recently written first (twice the inputs a window holds)
 
 __all__ = ["InputHandler", "Pending", "Publisher", "RecordStore"]
 
