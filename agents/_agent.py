@@ -126,8 +126,8 @@ class _AgentNamespace:
         that processor has the function registered (else it goes to a worker as usual):
         no round trip through Kafka and a worker, and its result is written with the turn
         that asked for it. For short functions (Temporal's local activities, Restate's
-        `ctx.run`): while one runs, the processor applies no other input, and an attempt
-        without a `start_to_close_timeout` is given 10 s. Retries, timeouts and the
+        `ctx.run`): while one runs, its agent takes no other input (other agents go on) and
+        it uses the processor's CPU; an attempt without a `start_to_close_timeout` is given 10 s. Retries, timeouts and the
         at-least-once rule are the same as on a worker.
         """
         options = StepOptions(

@@ -3,8 +3,8 @@
 It runs an attempt exactly as a worker would (worker/execute.py: input validation,
 timeouts, terminal and retryable errors), with the functions registered in the
 processor's own process (its `--app`). An attempt without a start_to_close timeout gets
-`DEFAULT_TIMEOUT_S`: while a local step runs the processor applies no other input, so
-one must never wait without a bound.
+`DEFAULT_TIMEOUT_S`: while a local step runs its agent applies no other input (other
+agents go on, lanes.py), and a rebalance waits for it, so one must never wait without a bound.
 """
 
 from __future__ import annotations
