@@ -34,14 +34,15 @@ class TurnTimedOut(Exception):
 
 
 class _Work:
-    __slots__ = ("fn", "future", "started", "value", "error")
+    __slots__ = ("fn", "future", "started", "value", "error", "timed_out")
 
     def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any]) -> None:
         self.fn = fn
-        self.future = future
+        self.future = future  # resolved (with None) once the work finished or timed out
         self.started: float | None = None  # monotonic time it started on a thread; set once, under the lock
         self.value: Any = None
         self.error: BaseException | None = None
+        self.timed_out = False
 
 
 class _Runner:
@@ -50,6 +51,7 @@ class _Runner:
     def __init__(self, owner: "TurnThread") -> None:
         self.queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self.abandoned = False
+        self.current: _Work | None = None  # the work running on this thread now
         # A daemon: an abandoned thread still inside agent code must not hold the process open.
         self.thread = threading.Thread(target=self._run, args=(owner,), daemon=True,
                                        name=f"agentstream-turn_{next(_names)}")
@@ -65,10 +67,13 @@ class _Runner:
                     owner.runner.queue.put(work)
                     return
                 work.started = time.monotonic()
+                self.current = work
             try:
                 work.value = work.fn()
             except BaseException as exc:  # handed to the awaiting coroutine, which raises it
                 work.error = exc
+            with owner.lock:
+                self.current = None
             owner.finished(work)
 
 
@@ -86,25 +91,36 @@ class TurnThread:
         """The value of `fn()` run on the thread; raises what it raised, or `TurnTimedOut`."""
         work = _Work(fn, asyncio.get_running_loop().create_future())
         self.runner.queue.put(work)
-        while True:
+        while not work.future.done():
             started = work.started
             wait = self._limit_s if started is None else started + self._limit_s - time.monotonic()
             try:
-                # shield: a wait that times out must not cancel the work's future (the loop below decides)
+                # shield: a wait that times out must not cancel the work's future
                 await asyncio.wait_for(asyncio.shield(work.future), max(wait, 0.0))
             except asyncio.TimeoutError:
-                if work.future.done():
-                    break
-                started = work.started
-                if started is None or time.monotonic() - started < self._limit_s:
-                    continue  # still queued behind other work, or started since the wait began
-                self._abandon()
-                work.future.cancel()  # its result, if it ever comes, is dropped
-                raise TurnTimedOut() from None
-            break
+                self._check_overrun()  # this work's, or the one it is queued behind
+        if work.timed_out:
+            raise TurnTimedOut()
         if work.error is not None:
             raise work.error
         return work.value
+
+    def _check_overrun(self) -> None:
+        """If the work running on the thread overran, give the thread up and time that work out.
+
+        Every waiter checks, not only the overrunning work's own: its caller may be gone (a
+        cancelled input), and the work queued behind it must still move on.
+        """
+        runner = self._runner
+        running = runner.current if runner is not None else None
+        if runner is None or running is None or running.started is None:
+            return
+        if time.monotonic() - running.started < self._limit_s:
+            return
+        self._abandon(runner)
+        running.timed_out = True
+        if not running.future.done():
+            running.future.set_result(None)  # its late result, if it ever comes, is dropped
 
     @property
     def runner(self) -> _Runner:
@@ -135,20 +151,21 @@ class TurnThread:
             if not work.future.done():
                 work.future.set_result(None)
 
-    def _abandon(self) -> None:
-        """Give up the current thread (it overran); work not yet started moves to a new one."""
+    def _abandon(self, runner: _Runner) -> None:
+        """Give up `runner`'s thread (its work overran); work not yet started moves to a new one."""
         with self.lock:
-            old = self.runner
-            old.abandoned = True
+            if runner is not self._runner:  # given up already
+                return
+            runner.abandoned = True
             self._runner = _Runner(self)
             while True:
                 try:
-                    work = old.queue.get_nowait()
+                    work = runner.queue.get_nowait()
                 except queue.Empty:
                     break
                 if work is not None:
-                    self.runner.queue.put(work)
-            old.queue.put(None)  # should the old thread ever come back, it stops
+                    self._runner.queue.put(work)
+            runner.queue.put(None)  # should the old thread ever come back, it stops
 
     def close(self) -> None:
         """Stop the thread once the work queued so far is done (an abandoned one is left alone)."""

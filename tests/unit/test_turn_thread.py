@@ -76,3 +76,16 @@ async def test_what_a_work_raises_is_raised_to_its_caller() -> None:
         await turns.run(fails)
     assert await turns.run(lambda: 7) == 7
     turns.close()
+
+
+async def test_an_overrun_whose_caller_went_away_still_frees_the_work_behind_it() -> None:
+    turns = TurnThread(limit_s=0.3)
+    release = threading.Event()
+    blocked = asyncio.ensure_future(turns.run(lambda: release.wait(10)))
+    await asyncio.sleep(0.05)  # it is running
+    blocked.cancel()  # its input was cancelled (a stop, a closed window): nobody waits for it any more
+    started = time.monotonic()
+    assert await asyncio.wait_for(turns.run(lambda: "queued"), 5) == "queued"
+    assert time.monotonic() - started < 2  # about one limit, not the blocked turn's 10 s
+    release.set()
+    turns.close()
