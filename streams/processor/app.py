@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable
 from functools import partial
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from collections.abc import Awaitable
 from typing import Any
 
 import faust

@@ -327,7 +327,7 @@ class InputHandler:
         """The agent's stored record, parsed: the record its last turn here wrote when those are
         the bytes stored (the engine never changes a record it is given), else read from them."""
         kept = self._records.get(key)
-        if kept is not None and (kept[0] is stored or kept[0] == stored):
+        if kept is not None and kept[0] == stored:  # == short-cuts on the same object
             self._records.move_to_end(key)
             return kept[1]
         return AgentRecord.from_bytes(stored)
