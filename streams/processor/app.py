@@ -76,6 +76,7 @@ class Processor:
     registry: CollectorRegistry
     names: TopicNames
     views: PublicViews  # what GET /agents/{id} answers, kept until the agent's record changes
+    store: FaustTableStore  # the agents' records; reads wait on it for a write in flight (`caught_up`)
     security: dict[str, Any] = field(default_factory=dict)  # aiokafka TLS/SASL options of its own readers
     api_token: str | None = None  # what its HTTP API demands, and sends when it forwards a request
     _consumer_started: bool = field(default=False, init=False)
@@ -229,7 +230,7 @@ def create_processor(
         max_record_bytes=settings.max_record_bytes,
         written=views.written,
     )
-    processor = Processor(app, table, handler, metrics, registry, names, views, security,
+    processor = Processor(app, table, handler, metrics, registry, names, views, store, security,
                           settings.api_token.get_secret_value() if settings.api_token else None)
     metrics.assigned_partitions.set_function(processor.assigned_partitions)
     metrics.ready.set_function(lambda: 1.0 if processor.is_ready() else 0.0)

@@ -104,6 +104,7 @@ def register_http_inputs(processor: "Processor") -> None:
         except KeyError:
             raise Refusal(503, "not_ready", "no processor owns this agent's partition yet; retry shortly") from None
         if _same_server(owner, URL(str(app.conf.canonical_url))):
+            await processor.store.caught_up(agent_id.encode())
             view = processor.views.of(agent_id.encode(), keep=processor.is_ready())
             return None if view is None else cast(dict[str, Any], json.loads(view))
         url = owner.with_path(f"/agents/{_path_segment(agent_id)}", encoded=True)

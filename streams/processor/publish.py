@@ -21,6 +21,8 @@ letting the producer wait for metadata that will never come.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -30,6 +32,10 @@ import faust
 from .exceptions import UndeliverableError
 
 log = logging.getLogger("agentstream.processor")
+
+# How long a state read waits for the agent's record write in flight (`caught_up`); past it
+# (a broker down), the read answers from what is durable.
+READ_WAIT_S = 2.0
 
 
 class StoredRecordsWatcher(Protocol):
@@ -47,7 +53,8 @@ class FaustTableStore:
     def __init__(self, table: Any, watcher: StoredRecordsWatcher | None = None) -> None:
         self._table = table
         self._watcher = watcher
-        self._unacknowledged: dict[bytes, tuple[int, bytes]] = {}  # key -> (partition, latest value)
+        # key -> (partition, latest value, its acknowledgement)
+        self._unacknowledged: dict[bytes, tuple[int, bytes, Any]] = {}
 
     def install(self) -> None:
         """Take the table's changelog acknowledgements first (before the persisted offset moves)
@@ -82,7 +89,7 @@ class FaustTableStore:
         broker has just died): nothing re-armed them when the write landed, and the agent
         waited for a fire that never came.
         """
-        pending = {key: value for key, (_, value) in self._unacknowledged.items()}
+        pending = {key: value for key, (_, value, _) in self._unacknowledged.items()}
         for key, value in self._table.items():
             written = pending.pop(key, None)
             yield written if written is not None else value
@@ -93,8 +100,24 @@ class FaustTableStore:
         table = self._table
         partition = table.partition_for_key(key)  # the partition of the input being handled
         sent = table.send_changelog(partition, key, value)
-        self._unacknowledged[key] = (partition, value)
+        self._unacknowledged[key] = (partition, value, sent)
         return sent
+
+    async def caught_up(self, key: bytes, timeout: float = READ_WAIT_S) -> None:
+        """Wait (up to `timeout` s) until the latest write of `key` sent so far is in RocksDB.
+
+        A turn's outputs go out once its record is written, without waiting for the changelog's
+        acknowledgement, so a client may see an agent-update ("cancelled") before RocksDB, which
+        the state API reads, holds that turn. A read waits for the write in flight first, and so
+        never answers older than an output anyone may have seen. A write the broker refused, or
+        one still unacknowledged after `timeout` (a broker down), leaves the read with what is
+        durable: older, never a turn a crash could take back.
+        """
+        written = self._unacknowledged.get(key)
+        if written is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(written[2]), timeout)
 
     def acknowledged(self, fut: Any) -> None:
         """A changelog write is on the broker: into RocksDB with it, before its offset is persisted."""
@@ -122,7 +145,7 @@ class FaustTableStore:
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked or about to be restored: their records come from RocksDB and the changelog."""
-        for key in [k for k, (p, _) in self._unacknowledged.items() if p in partitions]:
+        for key in [k for k, (p, _, _) in self._unacknowledged.items() if p in partitions]:
             del self._unacknowledged[key]
 
 

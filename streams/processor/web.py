@@ -66,7 +66,9 @@ def register_views(processor: "Processor") -> None:
             except ServiceUnavailable:
                 return aiohttp_web.json_response({"error": "not_ready", "detail": "no processor owns this agent's "
                                                   "partition yet (a rebalance); retry shortly"}, status=503)
-        view = processor.views.of(agent_id.encode(), keep=processor.is_ready())
+        key = agent_id.encode()
+        await processor.store.caught_up(key)
+        view = processor.views.of(key, keep=processor.is_ready())
         if view is None:
             return aiohttp_web.json_response({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was "
                                               "never scheduled, or its schedule is not processed yet"}, status=404)
@@ -85,6 +87,7 @@ def register_views(processor: "Processor") -> None:
             return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
         key = agent_id.encode()
         with processor.handler.results.watching(agent_id) as ended:
+            await processor.store.caught_up(key)
             # From the agent's public view (views.py): kept between changes, no parse of the whole record.
             view = processor.views.of(key, keep=processor.is_ready())
             state = json.loads(view) if view is not None else None
@@ -109,6 +112,7 @@ def register_views(processor: "Processor") -> None:
     async def get_record(self: web.View, request: web.Request, agent_id: str) -> web.Response:
         """The agent's whole stored record (journal, base, delivery bookkeeping included): what
         `agentstream replay` runs through new code before a deploy (agents.testing.replay_record)."""
+        await processor.store.caught_up(agent_id.encode())
         stored = table.get(agent_id.encode())
         if stored is None:
             return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "

@@ -6,6 +6,7 @@ A real Faust table on RocksDB; only the producer is stood in for (no broker here
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,3 +121,40 @@ async def test_a_rescan_while_a_write_arming_a_timer_is_on_its_way_keeps_the_tim
                            send=send, clock=lambda: due.timestamp() + 1)
     assert await service.tick() == 1
     assert [(f.agent_id, f.timer_id, f.fire_at) for f in sent] == [("c1", "t:2", due)]
+
+
+class Acknowledgement(asyncio.Future[Any]):
+    """`send_changelog`'s future as Faust makes it: awaitable, resolved before its callback runs."""
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        super().__init__()
+        self.message = SimpleNamespace(key=key, value=value)
+
+    def acknowledge(self, table: Any, offset: int) -> None:
+        self.set_result(SimpleNamespace(topic_partition=CHANGELOG, offset=offset))
+        table._on_changelog_sent(self)  # Faust's `_on_published`: the result first, then the callback
+
+
+async def test_a_state_read_waits_for_the_agents_write_in_flight_then_rocksdb_has_it(table: Any) -> None:
+    """The turn's outputs (an agent-update "cancelled") go out before its changelog write is
+    acknowledged; the state API reads RocksDB, and must not answer older than what was seen."""
+    store = FaustTableStore(table)
+    store.install()
+    table.send_changelog = lambda partition, key, value: Acknowledgement(key, value)
+    written = store.put(b"a", b"cancelled")
+    read = asyncio.ensure_future(store.caught_up(b"a", timeout=30))
+    done, _ = await asyncio.wait([read], timeout=0.05)
+    assert not done and in_rocksdb(table, b"a") is None  # still on its way: the read waits
+    written.acknowledge(table, 10)
+    await asyncio.wait_for(read, 5)
+    assert in_rocksdb(table, b"a") == b"cancelled"
+
+
+async def test_a_state_read_answers_from_what_is_durable_when_the_write_stays_unacknowledged(table: Any) -> None:
+    store = FaustTableStore(table)
+    store.install()
+    table.send_changelog = lambda partition, key, value: Acknowledgement(key, value)
+    store.put(b"a", b"turn 1")  # a broker down: never acknowledged
+    await asyncio.wait_for(store.caught_up(b"a", timeout=0.05), 5)  # returns, bounded by its timeout
+    assert in_rocksdb(table, b"a") is None
+    await asyncio.wait_for(store.caught_up(b"nothing in flight", timeout=30), 1)  # no write: no wait
