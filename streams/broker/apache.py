@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from .embedded import BrokerStartError, _answers_metadata, free_port
+from .embedded import BrokerStartError, _answers_metadata, free_ports
 
 POM = "apache-kafka.pom.xml"
 CACHE_ENV = "AGENTSTREAM_KAFKA_CACHE"  # where the broker's jars are kept; default ~/.cache/agentstream
@@ -261,8 +261,10 @@ class ApacheKafkaCluster:
         if ports is None and ports_file.is_file():
             ports = [int(p) for p in ports_file.read_text().split()]
         if ports is None or len(ports) != 2 * nodes:
-            ports = [free_port() for _ in range(2 * nodes)]
+            ports = free_ports(2 * nodes)
         ports_file.write_text(" ".join(map(str, ports)))
+        listeners = dict(extra_listeners or {})
+        spare = iter(free_ports(len(listeners) * nodes, besides=ports))  # each node's extra listeners
         specs = [NodeSpec(i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(nodes)]
         voters = ",".join(f"{s.node_id}@{s.host}:{s.controller_port}" for s in specs)
         replicas = str(min(nodes, 3))
@@ -274,7 +276,7 @@ class ApacheKafkaCluster:
             "min.insync.replicas": str(min(nodes, 2)),
         }
         self.nodes = [ApacheKafkaNode(s, folder / f"node-{s.node_id}", cluster_id, voters, {**defaults, **(config or {})},
-                                      {name: (protocol, free_port()) for name, protocol in (extra_listeners or {}).items()},
+                                      {name: (protocol, next(spare)) for name, protocol in listeners.items()},
                                       tuple(format_args))
                       for s in specs]
 
@@ -322,5 +324,5 @@ def dev_cluster(folder: Path = DEV_FOLDER, port: int | None = None) -> ApacheKaf
     if port is not None:
         stored = folder / "ports"
         kept = stored.read_text().split() if stored.is_file() else []
-        ports = [port, int(kept[1]) if len(kept) == 2 else free_port()]
+        ports = [port, int(kept[1]) if len(kept) == 2 else free_ports(1, besides=[port])[0]]
     return ApacheKafkaCluster(folder, ports=ports)

@@ -14,6 +14,7 @@ import subprocess
 import time
 import tempfile
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -51,9 +52,32 @@ def tansu_binary() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1", *, besides: Iterable[int] = ()) -> list[int]:
+    """`count` ports free now, all different (and none of `besides`).
+
+    Asked one at a time, the kernel may hand out the same port twice once the first socket
+    is closed: a broker given one port for two listeners fails to start. The sockets are
+    held open until all are bound, so each answer is another port.
+    """
+    taken = set(besides)
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
 
 
 class EmbeddedBroker:

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agentstream.streams.broker.embedded import free_port, free_ports
 from agentstream.topics import TopicNames
 from support import get_json, wait_for
 
@@ -49,12 +50,6 @@ def cli_env(**settings: str) -> dict[str, str]:
 
 def fresh_prefix() -> str:
     return f"cli{uuid.uuid4().hex[:10]}."
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -528,9 +523,7 @@ def test_dev_ctrl_c_during_startup_stops_everything(tmp_path: Path) -> None:
 
 
 def test_dev_honours_broker_and_http_ports(tmp_path: Path) -> None:
-    broker_port, http_port, worker_port = free_port(), free_port(), free_port()
-    while len({broker_port, http_port, worker_port}) < 3:
-        http_port, worker_port = free_port(), free_port()
+    broker_port, http_port, worker_port = free_ports(3)
     with dev_process(tmp_path, *APP_ARGS, "--broker-port", str(broker_port), "--http-port", str(http_port),
                      "--worker-http-port", str(worker_port)) as dev:
         addresses = read_addresses(dev)
