@@ -35,7 +35,7 @@ log = logging.getLogger("agentstream.processor")
 
 # How long a state read waits for the agent's record write in flight (`caught_up`); past it
 # (a broker down), the read answers from what is durable.
-READ_WAIT_S = 2.0
+READ_WAIT_S = 1.0
 
 
 class StoredRecordsWatcher(Protocol):
