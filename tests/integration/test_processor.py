@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -190,6 +191,29 @@ async def test_status_changes_are_published_and_duplicates_are_dropped(cluster: 
     assert record["status"] == "cancelled"
     assert record["fields"]["notes"] == [1, 2]
     assert metric(processor.url, "agentstream_inputs_total", outcome="duplicate") == 1
+
+
+async def test_a_state_read_right_after_an_agent_update_shows_that_update(cluster: Cluster) -> None:
+    """Outputs go out before the changelog acknowledges the record, and the state API reads
+    what it acknowledged: a client that reads the agent at once after seeing its update must
+    not find it older (publish.py `caught_up`). Each read follows the update as closely as a
+    consumer that is already waiting for it allows, twenty times."""
+    processor = cluster.processor().start()
+    processor.wait_ready()
+    async with client_for(cluster, processor.url) as client:
+        for n in range(20):
+            agent_id = f"seen-{n}"
+            await client.schedule_agent("Recorder", agent_id)
+            await client.send_agent_event(agent_id, "note", {"n": n})
+            seen = None
+            async with contextlib.aclosing(client.agent_updates(agent_id)) as updates:
+                async for update in updates:  # its consumer is live once the first update arrives
+                    if update.status == AgentStatus.RUNNING:
+                        await client.cancel_agent(agent_id, "read after update")
+                    elif update.status == AgentStatus.CANCELLED:
+                        seen = state(processor.url, agent_id)  # at once: no poll
+                        break
+            assert seen is not None and seen["status"] == "cancelled" and seen["fields"]["notes"] == [n], seen
 
 
 def documented_metrics() -> list[str]:
