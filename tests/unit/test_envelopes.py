@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agentstream.topics import (
@@ -211,6 +213,14 @@ def test_new_message_id_is_unique_hex() -> None:
     ids = {new_message_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+@settings(max_examples=500, deadline=None)
+@given(message_id=st.text(), purpose=st.text())
+def test_derived_message_id_is_uuid5_of_the_documented_name(message_id: str, purpose: str) -> None:
+    """WIRE.md's definition, which other languages implement: it must never drift."""
+    expected = uuid.uuid5(uuid.NAMESPACE_URL, f"agentstream:{message_id}:{purpose}").hex
+    assert derived_message_id(message_id, purpose) == expected
 
 
 def test_run_id_for_is_derived_from_the_schedule_message_id() -> None:
