@@ -21,12 +21,14 @@ back into a record.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, ClassVar, get_origin, get_type_hints
+from typing import Any, ClassVar, cast, get_origin, get_type_hints
 
 from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
 
 from agentstream.agents.exceptions import NondeterminismError
 
@@ -152,6 +154,58 @@ def make_instance(cls: type, fields: Mapping[str, Any] | None) -> Any:
             ) from exc
     instance.__dict__.update(restored)
     return instance
+
+
+def snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON of an agent's fields, with every set's members in one sorted order.
+
+    A set's JSON is a list in its iteration order, and that order depends on the order of
+    insertion whenever two members share a hash slot, and string hashes differ in every
+    process (PYTHONHASHSEED). A set rebuilt from that list, by a compaction or by a replay
+    after a restart, can iterate differently with the same members: compared as JSON, the
+    fields then looked changed, so compaction was refused and a replay called the agent
+    nondeterministic (stuck). Sorted, the same members give the same JSON in any process.
+    Sets inside a model or dataclass are not reached: they keep their iteration order.
+    """
+    return cast(dict[str, Any], to_jsonable_python(_sets_sorted(values)))
+
+
+def saved_like(saved: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`saved` fields (JSON) with the lists that hold a set in `values` sorted as `snapshot` sorts
+    them: a record saved before snapshots were sorted compares equal to its replay."""
+    return {name: _sorted_like(value, values.get(name)) for name, value in saved.items()}
+
+
+def _sets_sorted(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted((_sets_sorted(item) for item in value), key=_json_key)
+    if type(value) is dict:
+        return {key: _sets_sorted(item) for key, item in value.items()}
+    if type(value) is list or type(value) is tuple:
+        return [_sets_sorted(item) for item in value]
+    return value
+
+
+def _sorted_like(saved: Any, value: Any) -> Any:
+    if isinstance(value, (set, frozenset)) and isinstance(saved, list):
+        guide = next(iter(value), None)  # a set's members share a shape: one guides them all
+        return sorted((_sorted_like(item, guide) for item in saved), key=_json_key)
+    if type(value) is dict and isinstance(saved, dict):
+        return {key: _sorted_like(item, value.get(key)) for key, item in saved.items()}
+    if (type(value) is list or type(value) is tuple) and isinstance(saved, list):
+        return [_sorted_like(item, value[i] if i < len(value) else None) for i, item in enumerate(saved)]
+    return saved
+
+
+def _json_key(value: Any) -> tuple[int, float, str]:
+    """Where a set member goes: numbers by value, then strings, then anything else by its JSON.
+    Taken from the member's JSON, so a live set and its saved list sort alike."""
+    data = to_jsonable_python(value, fallback=repr)
+    if isinstance(data, (int, float)) and not isinstance(data, bool):
+        return (0, data, "")
+    if isinstance(data, str):
+        return (1, 0, data)
+    return (2, 0, json.dumps(data, sort_keys=True))
 
 
 def differences(original: Mapping[str, Any], restored: Mapping[str, Any]) -> list[str]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from agentstream.agents._registry import AgentDefinition
 from agentstream.agents.exceptions import NondeterminismError
 
-from .fields import differences
+from .fields import differences, saved_like
 from .record import AgentRecord, Base, JournalEntry, Seed
 from .runtime import Identity, LiveAgent, Mode
 
@@ -95,8 +95,10 @@ def replay(record: AgentRecord, definition: AgentDefinition, task_queue: str, co
         )
     fields = live.snapshot_fields()
     if fields != record.fields:
-        changed = sorted(k for k in fields.keys() | record.fields.keys() if fields.get(k) != record.fields.get(k))
-        raise NondeterminismError(f"replay produced other values for the fields {changed}")
+        saved = saved_like(record.fields, vars(live.instance))  # saved before sets were sorted (fields.py)
+        changed = sorted(k for k in fields.keys() | saved.keys() if fields.get(k) != saved.get(k))
+        if changed:
+            raise NondeterminismError(f"replay produced other values for the fields {changed}")
     live.mode = Mode.LIVE
     live.revision = record.revision
     return live

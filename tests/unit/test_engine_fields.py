@@ -7,11 +7,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from agentstream.agents import agent, condition
 from agentstream.agents._registry import agent_definition
 from agentstream.streams.engine import DurableEngine
+from agentstream.streams.engine.fields import saved_like, snapshot
 from agentstream.topics import AgentStatus
 
 from turns import Turns
@@ -112,6 +116,35 @@ class NestedUntyped:
         return sum(item.retries for item in self.items)
 
 
+def thinned_set() -> set[int]:
+    """{3, 17} in the 64-slot table of the set it was thinned from: iterates 3, 17. A set
+    built from [3, 17] gets 8 slots, where 17 lands in slot 1 and 3 in slot 3: 17, 3.
+    Small ints hash to themselves, so this holds in every process."""
+    ids = set(range(40))
+    for i in range(40):
+        if i not in (3, 17):
+            ids.discard(i)
+    return ids
+
+
+@agent.defn(name="Fields.SetOrder")
+class SetOrder:
+    """A set whose iteration order is not the one a set rebuilt from its JSON has."""
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.fills = 0
+
+    @agent.event
+    async def fill(self) -> None:
+        self.ids = thinned_set()
+        self.fills += 1
+
+    @agent.run
+    async def run(self) -> None:
+        await condition(lambda: self.fills < 0)
+
+
 UNTYPED_KINDS = {
     "config": "Config", "count": "int", "note": "NoneType", "pair": "tuple", "point": "Point", "tags": "set",
     "when": "datetime",
@@ -135,6 +168,52 @@ async def test_untyped_fields_keep_their_values_types_after_compaction_and_after
     outcome = await turns.send("u", "kinds")
     assert outcome.record is not None and outcome.record.events[-1].result == UNTYPED_KINDS
     assert "__types__" not in outcome.record.fields  # the type names stay out of what the API shows
+
+
+async def test_a_set_rebuilt_in_another_order_is_still_compacted_and_replayed() -> None:
+    """Sets' JSON is sorted (fields.py `snapshot`): compaction compared the live set's JSON with
+    the rebuilt set's, in their iteration orders, and refused; and a replay after a restart
+    (string hashes differ per process) called the agent nondeterministic and parked it."""
+    assert list(thinned_set()) == [3, 17] and list(set([3, 17])) == [17, 3]  # the premise
+    turns = Turns()
+    await turns.schedule("Fields.SetOrder", "s")
+    outcome = await turns.send("s", "fill")
+    assert outcome.facts.compacted and outcome.record is not None
+    assert outcome.record.fields["ids"] == [3, 17]
+    turns.forget_live_state()
+    outcome = await turns.send("s", "fill")  # replays from the compacted base, then the set comes back as 3, 17
+    assert outcome.record is not None and outcome.record.status is AgentStatus.RUNNING, outcome.record.error
+    assert outcome.facts.compacted and outcome.record.fields == {"ids": [3, 17], "fills": 2}
+
+
+async def test_a_record_saved_with_a_set_in_iteration_order_still_replays() -> None:
+    """Records written before sets were sorted hold them in the old process's order."""
+    turns = Turns()
+    await turns.schedule("Fields.SetOrder", "old")
+    outcome = await turns.send("old", "fill")
+    assert outcome.record is not None
+    turns.records["old"] = outcome.record.model_copy(update={"fields": {"ids": [17, 3], "fills": 1}})
+    turns.forget_live_state()
+    outcome = await turns.send("old", "fill")
+    assert outcome.record is not None and outcome.record.status is AgentStatus.RUNNING, outcome.record.error
+
+
+members = st.one_of(st.integers(), st.text(max_size=8), st.tuples(st.integers(), st.text(max_size=3)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(members, max_size=30, unique=True), order=st.randoms(use_true_random=False))
+def test_a_sets_json_is_the_same_whatever_order_it_was_built_in(items: list[Any], order: Any) -> None:
+    """And a list saved in any order of the members reads as the same snapshot."""
+    shuffled = list(items)
+    order.shuffle(shuffled)
+    built, rebuilt = set(items), set(shuffled)
+    pruned = set(range(-64, 64)) | built  # a larger table, thinned: another layout again
+    pruned -= set(range(-64, 64)) - built
+    shots = [snapshot({"tags": value, "nested": {"in": [value]}}) for value in (built, rebuilt, pruned)]
+    assert shots[0] == shots[1] == shots[2]
+    saved = {"tags": to_jsonable_python(shuffled), "nested": {"in": [to_jsonable_python(shuffled)]}}
+    assert saved_like(saved, {"tags": built, "nested": {"in": [built]}}) == shots[0]
 
 
 async def test_class_level_annotations_type_the_fields_after_compaction_and_replay() -> None:
