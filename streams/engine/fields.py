@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, ClassVar, cast, get_origin, get_type_hints
+from typing import Any, ClassVar, get_origin, get_type_hints
 
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
@@ -156,32 +156,29 @@ def make_instance(cls: type, fields: Mapping[str, Any] | None) -> Any:
     return instance
 
 
-def snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON of an agent's fields, with every set's members in one sorted order.
+def fields_changed(values: Mapping[str, Any], saved: Mapping[str, Any]) -> list[str]:
+    """The fields whose JSON in `values` is not `saved`, whatever order their sets iterate in.
 
     A set's JSON is a list in its iteration order, and that order depends on the order of
     insertion whenever two members share a hash slot, and string hashes differ in every
     process (PYTHONHASHSEED). A set rebuilt from that list, by a compaction or by a replay
-    after a restart, can iterate differently with the same members: compared as JSON, the
-    fields then looked changed, so compaction was refused and a replay called the agent
-    nondeterministic (stuck). Sorted, the same members give the same JSON in any process.
-    Sets inside a model or dataclass are not reached: they keep their iteration order.
+    after a restart, can iterate differently with the same members: compared as plain JSON,
+    the fields looked changed, so compaction was refused and a replay called the agent
+    nondeterministic (stuck). Here both sides' sets are compared sorted: `values`' sets, and
+    the lists of `saved` where `values` holds a set. Callers compare the plain JSON first, so
+    this walk runs only when that differs. Sets inside a model or dataclass are not reached.
     """
-    return cast(dict[str, Any], to_jsonable_python(_sets_sorted(values)))
-
-
-def saved_like(saved: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """`saved` fields (JSON) with the lists that hold a set in `values` sorted as `snapshot` sorts
-    them: a record saved before snapshots were sorted compares equal to its replay."""
-    return {name: _sorted_like(value, values.get(name)) for name, value in saved.items()}
+    current = to_jsonable_python(_sets_sorted(values))
+    expected = {name: _sorted_like(value, values.get(name)) for name, value in saved.items()}
+    return sorted(name for name in current.keys() | expected.keys() if current.get(name) != expected.get(name))
 
 
 def _sets_sorted(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted((_sets_sorted(item) for item in value), key=_json_key)
-    if type(value) is dict:
+    if isinstance(value, dict):
         return {key: _sets_sorted(item) for key, item in value.items()}
-    if type(value) is list or type(value) is tuple:
+    if isinstance(value, (list, tuple)):
         return [_sets_sorted(item) for item in value]
     return value
 
@@ -190,9 +187,9 @@ def _sorted_like(saved: Any, value: Any) -> Any:
     if isinstance(value, (set, frozenset)) and isinstance(saved, list):
         guide = next(iter(value), None)  # a set's members share a shape: one guides them all
         return sorted((_sorted_like(item, guide) for item in saved), key=_json_key)
-    if type(value) is dict and isinstance(saved, dict):
+    if isinstance(value, dict) and isinstance(saved, dict):
         return {key: _sorted_like(item, value.get(key)) for key, item in saved.items()}
-    if (type(value) is list or type(value) is tuple) and isinstance(saved, list):
+    if isinstance(value, (list, tuple)) and isinstance(saved, list):
         return [_sorted_like(item, value[i] if i < len(value) else None) for i, item in enumerate(saved)]
     return saved
 

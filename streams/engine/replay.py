@@ -16,7 +16,7 @@ from datetime import datetime
 from agentstream.agents._registry import AgentDefinition
 from agentstream.agents.exceptions import NondeterminismError
 
-from .fields import differences, saved_like
+from .fields import differences, fields_changed
 from .record import AgentRecord, Base, JournalEntry, Seed
 from .runtime import Identity, LiveAgent, Mode
 
@@ -95,8 +95,7 @@ def replay(record: AgentRecord, definition: AgentDefinition, task_queue: str, co
         )
     fields = live.snapshot_fields()
     if fields != record.fields:
-        saved = saved_like(record.fields, vars(live.instance))  # saved before sets were sorted (fields.py)
-        changed = sorted(k for k in fields.keys() | saved.keys() if fields.get(k) != saved.get(k))
+        changed = fields_changed(vars(live.instance), record.fields)  # a set may iterate in another order
         if changed:
             raise NondeterminismError(f"replay produced other values for the fields {changed}")
     live.mode = Mode.LIVE
@@ -169,7 +168,7 @@ def try_compact(record: AgentRecord, live: LiveAgent, now: datetime) -> LiveAgen
         rerun.issued
         or any(task.done() for task in rerun.seeds)
         or not rerun.is_quiescent()
-        or rerun.snapshot_fields() != record.fields
+        or (rerun.snapshot_fields() != record.fields and fields_changed(vars(rerun.instance), record.fields))
         or rerun.wait_states() != waits
     ):
         return None

@@ -24,6 +24,7 @@ from enum import Enum
 from functools import cache
 from typing import Any, NoReturn
 
+from pydantic_core import to_jsonable_python
 
 from agentstream.agents._context import AgentInfo, AgentRuntime, ChildHandle, StepOptions
 from agentstream.agents._registry import AgentDefinition
@@ -32,7 +33,7 @@ from agentstream.topics import AgentStatus, ParentRef, derived_message_id, run_i
 
 from . import waits
 from .commands import Cancel, ChildCall, Command, EmitCall, SendCall, StepCall, TimerCall
-from .fields import field_types, json_copy, make_instance, snapshot, with_types
+from .fields import field_types, json_copy, make_instance, with_types
 from .loop import AgentLoop
 from .record import Consumed, Outcome, Seed, WaitKind, Waiting
 
@@ -149,7 +150,7 @@ class LiveAgent(AgentRuntime):
         return done
 
     def snapshot_fields(self) -> dict[str, Any]:
-        return snapshot(vars(self.instance))  # sets in sorted order (fields.py says why)
+        return to_jsonable_python(vars(self.instance))  # type: ignore[no-any-return]
 
     def base_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
         """`fields`, this agent's snapshot, as a base keeps them: with the types of its
@@ -445,7 +446,7 @@ def _await_stack(coro: Any, instance: Any) -> tuple[WaitFrame, ...]:
         state = None
         if not _is_machinery(code.co_filename):
             own = {name: value for name, value in frame.f_locals.items() if name != "self" and value is not instance}
-            state = snapshot(own) if own else {}  # a local set too, in one order
+            state = to_jsonable_python(own) if own else {}
         frames.append((code.co_filename, code.co_qualname, frame.f_lineno, state))
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return tuple(frames)
