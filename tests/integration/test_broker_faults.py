@@ -169,6 +169,11 @@ async def test_three_brokers_lose_one_then_another_after_it_returned_and_every_a
     verdict(specs, calm, faulted, kills, seconds, exited, dead_letters)
 
 
+def spread(owned: dict[str, int]) -> bool:
+    """Every partition owned, by more than one processor."""
+    return sum(owned.values()) == PARTITIONS and sum(1 for n in owned.values() if n) >= 2
+
+
 @pytest.mark.timeout(300)
 async def test_processors_scaled_from_one_to_three_and_back_during_a_workload_leave_every_agent_as_in_the_calm_run(
     tmp_path: Path,
@@ -191,7 +196,11 @@ async def test_processors_scaled_from_one_to_three_and_back_during_a_workload_le
                 added = [stack.add_processor(), stack.add_processor()]
                 await stack.send(client, second_half(waves[0]))
                 await stack.ready()
-                await poll(lambda: all(stack.owned().values()), timeout=60, what="each of 3 processors owns a partition")
+                # Faust's assignor lets each member keep up to ceil(4 / 3) = 2 partitions while it
+                # keeps standby replicas: when the two new processors join in two rebalances, the
+                # last may hold only standbys (2/2/0; CI saw it once). What the scale-up must do is
+                # move partitions off the first processor, all of them owned.
+                await poll(lambda: spread(stack.owned()), timeout=60, what="the partitions spread over the processors")
                 await stack.schedule(client, waves[1])
                 await stack.send(client, first_half(waves[1]))
                 moments.append(await stack.at_kill("the scale-down from 3 to 1 processor"))
