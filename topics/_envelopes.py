@@ -47,7 +47,8 @@ def derived_message_id(message_id: str, purpose: str) -> str:
     without building a `UUID` object: a processor derives several per turn, and `uuid5` was
     4% of its time under load. Equality with `uuid5` is pinned by a property test.
     """
-    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + f"agentstream:{message_id}:{purpose}".encode()).digest()[:16])
+    name = f"agentstream:{message_id}:{purpose}".encode()
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + name, usedforsecurity=False).digest()[:16])  # an ID, not a secret
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     return digest.hex()
