@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     turn_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Longest a turn of agent code may run before the agent is parked as stuck."
     )
+    turn_isolation: Literal["inline", "thread"] = Field(
+        default="inline",
+        description="Where agent code runs: 'inline' on the event loop, interrupted past the time limit (fastest); "
+        "'thread' on a thread of its own, abandoned past it (also stops code that swallows the interruption).",
+    )
     continue_as_new_after: int = Field(
         default=2000, ge=1, description="Journal length past which agent.should_continue_as_new() turns true."
     )

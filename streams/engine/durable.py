@@ -6,8 +6,8 @@ a bug here — the input ends in exactly one outcome (DESIGN.md guarantee 7): ap
 ignored, a duplicate, dead-lettered with a reason, or parked with its agent (`stuck`).
 
 The engine is the one author of an agent's record: it de-duplicates the input
-(dedup.py), runs the turn on a turn thread with a time limit (code that blocks is
-reported, not waited for), and seals the result (seal.py): delivery bookkeeping, the
+(dedup.py), runs the turn within a time limit (code that blocks is reported, not waited
+for: inline_turns.py, turn_thread.py), and seals the result (seal.py): delivery bookkeeping, the
 outbox of records to publish, the size limit, the bytes to store.
 """
 
@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -46,6 +46,7 @@ from .replay import deliver, identity_of, replay
 from .runtime import LiveAgent, Mode
 from .seal import Sealer
 from .turn import TurnWriter, status_update
+from .inline_turns import InlineTurns, inline_available
 from .turn_thread import TurnThread, TurnTimedOut
 
 log = logging.getLogger("agentstream.engine")
@@ -58,6 +59,9 @@ _input_adapter: TypeAdapter[Input] = TypeAdapter(Input)
 class EngineConfig:
     task_queue: str = "restack"
     turn_timeout_s: float = 5.0
+    # "inline": on the event loop's thread, interrupted past the limit (inline_turns.py);
+    # "thread": on a thread of their own, abandoned past it (turn_thread.py)
+    turns: Literal["inline", "thread"] = "inline"
     continue_as_new_after: int = 2000
     recent_events: int = 100
     cache_size: int = 10_000
@@ -83,7 +87,8 @@ class DurableEngine:
         self._lookup = lookup
         self._local_steps = local_steps  # without it, a local step goes to a worker like any other
         self._cache: OrderedDict[str, LiveAgent] = OrderedDict()
-        self._thread = TurnThread(self.config.turn_timeout_s)
+        self._thread = TurnThread(self.config.turn_timeout_s)  # its thread starts with its first work
+        self._inline = InlineTurns(self.config.turn_timeout_s) if self.config.turns == "inline" else None
         self._unstick_tried: set[str] = set()
         self._sealer = Sealer(self.config)
 
@@ -101,7 +106,7 @@ class DurableEngine:
             outcome = await self._run(record, message, now)
             if self._local_steps is not None and outcome.commands:
                 outcome = await run_local_steps(
-                    outcome, self._local_steps, lambda current, result: self._turn_in_thread(current, result, now)
+                    outcome, self._local_steps, lambda current, result: self._guarded_turn(current, result, now)
                 )
         except Exception as exc:  # a bug here must not lose the input: park its agent
             log.exception("engine failed on an input", extra={"agent_id": message.agent_id})
@@ -138,17 +143,20 @@ class DurableEngine:
             unstuck = await self._unstick(record, message, now)
             if unstuck is not None:
                 return unstuck
-        return await self._turn_in_thread(record, message, now)
+        return await self._guarded_turn(record, message, now)
 
-    async def _in_thread(self, work: Callable[[], Any]) -> Any:
-        """Run `work` on the turn thread, within the time limit (counted from when it starts there)."""
+    async def _guarded(self, work: Callable[[], Any]) -> Any:
+        """Run `work` (agent code) within the time limit: inline on the main thread, else on the turn
+        thread (where the limit counts from when it starts there). Raises `TurnTimedOut` past it."""
+        if self._inline is not None and inline_available():
+            return self._inline.call(work)
         return await self._thread.run(work)
 
-    async def _turn_in_thread(self, record: AgentRecord | None, message: Input, now: datetime) -> TurnOutcome:
+    async def _guarded_turn(self, record: AgentRecord | None, message: Input, now: datetime) -> TurnOutcome:
         # Live state leaves the cache for the turn: a turn that overruns never puts it back.
         live = self._cache.pop(message.agent_id, None)
         try:
-            outcome, live = await self._in_thread(lambda: self.apply_now(record, message, now, live))
+            outcome, live = await self._guarded(lambda: self.apply_now(record, message, now, live))
         except TurnTimedOut:
             return self._blocked(record, message, now)
         if live is not None:
@@ -157,7 +165,7 @@ class DurableEngine:
                 self._cache.popitem(last=False)
         return outcome  # type: ignore[no-any-return]
 
-    # -- dispatch (runs on the turn thread) --------------------------------------------
+    # -- dispatch (runs guarded: inline or on the turn thread) -------------------------
 
     def apply_now(
         self, record: AgentRecord | None, message: Input, now: datetime, live: LiveAgent | None = None
@@ -461,7 +469,7 @@ class DurableEngine:
 
     async def _unstick(self, record: AgentRecord, message: Input, now: datetime) -> TurnOutcome | None:
         try:
-            live = await self._in_thread(lambda: self._replay(record))
+            live = await self._guarded(lambda: self._replay(record))
         except (TurnTimedOut, _ReplayFailed):
             return None  # still stuck: the input is parked as usual
         current = record.evolve(status=AgentStatus.RUNNING, error=None, parked=[])
@@ -477,7 +485,7 @@ class DurableEngine:
             except ValidationError as exc:
                 total.dead_letters.append(self._sealer.parked_letter(_as_dict(item), "invalid_parked_input", str(exc)))
                 continue
-            outcome = await self._turn_in_thread(total.record, parked, now)
+            outcome = await self._guarded_turn(total.record, parked, now)
             total.absorb(outcome)
             if outcome.rejection is not None:
                 if item is message:

@@ -211,6 +211,7 @@ def create_processor(
     engine = engine or DurableEngine(EngineConfig(
         task_queue=settings.task_queue,
         turn_timeout_s=settings.turn_timeout_seconds,
+        turns=settings.turn_isolation,
         continue_as_new_after=settings.continue_as_new_after,
         max_record_bytes=settings.max_record_bytes,
         max_parked=settings.max_parked_inputs,
