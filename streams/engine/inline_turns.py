@@ -30,6 +30,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from asyncio import events
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,7 @@ class InlineTurns:
         if _watchdog is None:
             _watchdog = _Watchdog()
         watch = _watchdog
+        running = events._get_running_loop()
         watch.limit, watch.started, watch.overran = self._limit_s, time.monotonic(), False
         watch.active = True
         try:
@@ -110,6 +112,9 @@ class InlineTurns:
                 value = fn()
             finally:
                 watch.active = False  # a plain store: no point where the handler could run before it
+                # An interruption may land anywhere in the turn, also where an agent's loop had just
+                # made itself the running one (loop.py): this thread's event loop is restored for sure.
+                events._set_running_loop(running)
         except TurnOverrun:
             raise TurnTimedOut() from None
         except BaseException:

@@ -49,9 +49,9 @@ class AgentLoop(asyncio.AbstractEventLoop):
         conditions are checked one at a time against the latest state.
         """
         previous = events._get_running_loop()
-        events._set_running_loop(self)
-        self._running = True
-        try:
+        try:  # set inside: an interruption (inline_turns.py) just after it must still restore `previous`
+            events._set_running_loop(self)
+            self._running = True
             while True:
                 while self._ready:
                     handle = self._ready.popleft()

@@ -81,6 +81,22 @@ def test_an_except_exception_does_not_catch_the_interruption() -> None:
     assert not issubclass(TurnOverrun, Exception)
 
 
+async def test_an_interrupted_turn_leaves_the_callers_event_loop_running() -> None:
+    """Interrupted where an agent's loop had made itself the running one, the caller's loop is restored."""
+    mine = asyncio.get_running_loop()
+    agents_loop = asyncio.new_event_loop()
+
+    def hijacked() -> None:
+        asyncio.events._set_running_loop(agents_loop)  # as AgentLoop.run_until_blocked does
+        time.sleep(LONG_S)
+
+    try:
+        interrupted_within(0.2, hijacked)
+        assert asyncio.get_running_loop() is mine
+    finally:
+        agents_loop.close()
+
+
 def test_what_a_turn_returns_or_raises_comes_back_unchanged() -> None:
     turns = InlineTurns(5.0)
     assert turns.call(lambda: 42) == 42
