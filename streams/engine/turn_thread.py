@@ -1,7 +1,10 @@
 """The thread agents' code runs on: one at a time, each piece of work within a time limit.
 
-Agent code runs off the event loop so that code which blocks (a `time.sleep`, a sync HTTP
-call in a handler) is caught by a time limit instead of freezing the processor. The
+Where agent code runs with `EngineConfig(turns="thread")`, or when the engine's loop is not
+on the main thread (by default turns run inline on the loop and are interrupted past the
+limit: inline_turns.py says why and what only this thread can stop). Agent code runs off
+the event loop so that code which blocks (a `time.sleep`, a sync HTTP call in a handler)
+is caught by a time limit instead of freezing the processor. The
 processor now applies inputs of different agents concurrently, so several turns wait
 for this thread at once; that changes what the limit must measure and what a caught
 overrun costs:
