@@ -40,13 +40,13 @@ from agentstream.topics import (
 from . import dedup, steps
 from .base import Input, Origin, Rejection, TurnFacts, TurnOutcome
 from .dedup import DedupPolicy
+from .inline_turns import InlineTurns, inline_available
 from .local_steps import LocalSteps, run_local_steps
 from .record import AgentRecord, Base, JournalEntry, Outcome, Seed
 from .replay import deliver, identity_of, replay
 from .runtime import LiveAgent, Mode
 from .seal import Sealer
 from .turn import TurnWriter, status_update
-from .inline_turns import InlineTurns, inline_available
 from .turn_thread import TurnThread, TurnTimedOut
 
 log = logging.getLogger("agentstream.engine")
