@@ -90,14 +90,11 @@ _watchdog: _Watchdog | None = None
 
 
 class InlineTurns:
-    """Runs callables on the calling (main) thread; `run` returns `fn()` or raises `TurnTimedOut`
-    once `fn` ran past `limit_s`. The same interface as `TurnThread`."""
+    """Runs callables on the calling (main) thread; `call` returns `fn()` or raises `TurnTimedOut`
+    once `fn` ran past `limit_s`."""
 
     def __init__(self, limit_s: float) -> None:
         self._limit_s = limit_s
-
-    async def run(self, fn: Callable[[], Any]) -> Any:
-        return self.call(fn)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         global _watchdog
@@ -124,6 +121,3 @@ class InlineTurns:
         if watch.overran:  # interrupted, and the agent's code went on (an asyncio task kept the exception)
             raise TurnTimedOut()
         return value
-
-    def close(self) -> None:
-        """Nothing to stop: the watchdog is shared and idle between turns."""
