@@ -10,8 +10,8 @@ RocksDB receives a record only once the changelog has acknowledged it, just befo
 moves the partition's persisted offset past it (quix-streams' checkpoint order): until
 then the record lives in memory, where the next input of the agent reads it. So the local
 table never holds what the changelog does not: a processor killed with writes in flight
-leaves a table that the state-dir check keeps and the changelog continues, instead of one
-ahead of its persisted offset that must be set aside and rebuilt, and the HTTP state API
+leaves a table that the state-dir check keeps and the changelog continues (at most its
+persisted offset trails, which the check allows: statedir.py), and the HTTP state API
 (which reads the table) never shows a turn that a crash could still take back.
 
 `FaustPublisher.publish` refuses what can never be delivered — a topic that does not
