@@ -242,10 +242,20 @@ async def test_a_processor_killed_with_writes_in_flight_leaves_a_table_the_resta
     first = cluster.processor("first", data_dir=data_dir).start()
     first.wait_ready()
     await run_until_agents_hold(cluster, first, agents, [], [])
-    await record_notes(cluster, first.url, agents, notes)
+
+    async def send_notes() -> None:  # through Kafka: the sends go on while the processor is dead
+        async with client_for(cluster, first.url) as client:
+            for n in notes:
+                for agent_id in agents:
+                    await client.send_agent_event(agent_id, "note", {"n": n})
+
+    # Killed while the notes still arrive: a processor that kept up with sends finished first
+    # would leave the restart nothing to apply (a loaded CI machine did that).
+    sending = asyncio.create_task(send_notes())
     await poll(lambda: metric(first.url, "agentstream_inputs_total", outcome="applied") >= 100,
                what="the processor busy with the notes")
     first.kill()
+    await sending
 
     second = cluster.processor("second", data_dir=data_dir).start()
     second.wait_ready()
