@@ -62,7 +62,7 @@ class Slice:
         return {
             "AGENTSTREAM_TOPIC_PREFIX": self.prefix,
             "AGENTSTREAM_APP_ID": self.app_id,
-            # BENCH_LOG_LEVEL=INFO (with --keep-logs) keeps the components' timelines, e.g. of a W3 restart
+            # BENCH_LOG_LEVEL=INFO (with --keep-logs) keeps the components' timelines (W3's log at INFO anyway)
             "AGENTSTREAM_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
 

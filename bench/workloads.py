@@ -329,7 +329,9 @@ async def w3_one(bench: Bench, history: int, trials: int) -> tuple[float, list[T
     space = await bench.slice(f"w3-{history}")
     data_dir = bench.workdir / f"{space.prefix}state"  # kept across restarts, like a pod's volume
     stall, mark = bench.workdir / f"{space.prefix}stall", bench.workdir / f"{space.prefix}in-step"
-    env = {STALL_ENV: str(stall), MARK_ENV: str(mark)}
+    # Its components log at INFO whatever BENCH_LOG_LEVEL says: a restart logs a few lines, and a
+    # failed trial (kept with the state on failure) then shows each component's timeline.
+    env = {STALL_ENV: str(stall), MARK_ENV: str(mark), "AGENTSTREAM_LOG_LEVEL": "INFO"}
     # Static membership where the broker has it (Apache Kafka; the embedded broker ignores it), as the
     # StatefulSet manifest sets it: a restarted component gets its partitions back without a rebalance.
     static = not bench.profile.embedded

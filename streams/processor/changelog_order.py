@@ -17,6 +17,14 @@ record at a lower offset for that key is dropped before it reaches RocksDB. Offs
 grow within a topic's life, so the newest record always wins, and records of keys not yet
 seen are applied whatever their position. Costs: one small int per agent the process has
 read or written (a dict entry, about 100 bytes), and nothing on the hot path of turns.
+
+The very record already seen (same key, same offset) is applied again, not dropped. It is
+what the table holds, or should: a write acknowledged after a rebalance took its
+partition (publish.py leaves it to the changelog) is not in RocksDB, and dropping it on
+the way back kept the agent a turn old. And applying it lets Faust move the persisted
+offset over it: the writes the recovery flushes before it reads the changelog are
+acknowledged while the restore point knows nothing (restore_point.py), so dropping them
+left the offset behind them and froze the restore point until the next rebalance.
 """
 
 from __future__ import annotations
@@ -68,10 +76,9 @@ class ChangelogOrder:
                 kept.append(event)
         for tp, offsets in dropped.items():
             self.dropped += len(offsets)
-            log.info("changelog records read again, or older than what the table holds for their keys, were "
-                     "dropped", extra={"topic": tp.topic, "partition": tp.partition,
-                                                  "dropped": len(offsets), "lowest": min(offsets),
-                                                  "dropped_total": self.dropped})
+            log.info("changelog records older than what the table holds for their keys were dropped",
+                     extra={"topic": tp.topic, "partition": tp.partition, "dropped": len(offsets),
+                            "lowest": min(offsets), "dropped_total": self.dropped})
         return kept
 
     def on_sent(self, fut: Any) -> None:
@@ -83,10 +90,10 @@ class ChangelogOrder:
         self._seen(sent.topic_partition, fut.message.key, sent.offset)
 
     def _seen(self, tp: Any, key: bytes, offset: int) -> bool:
-        """Record `offset` for `key` unless a newer (or the same) record was seen: then True."""
+        """Record `offset` for `key` unless a newer record was seen: then True (the same one is not newer)."""
         keys = self._newest.setdefault(tp, {})
         known = keys.get(key)
-        if known is not None and known >= offset:
+        if known is not None and known > offset:
             return True
         keys[key] = offset
         return False

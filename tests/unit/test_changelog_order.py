@@ -103,3 +103,18 @@ def test_a_failed_write_records_nothing(table: Any) -> None:
     table._on_changelog_sent(SimpleNamespace(message=SimpleNamespace(key=b"k"), result=failed))
     table.apply_changelog_batch([record(5, b"k", b"from the changelog")])
     assert stored(table, b"k") == b"from the changelog" and order.dropped == 0
+
+
+def test_an_own_write_read_back_from_the_changelog_is_applied_and_moves_the_persisted_offset(table: Any) -> None:
+    """A write acknowledged after a rebalance took its partition is not in RocksDB (publish.py): read
+    back, it must land there. And a recovery that reads back its own flushed writes must move the
+    persisted offset over them, or the restore point stays behind them (restore_point.py)."""
+    order = ChangelogOrder(table)
+    order.install()
+    sent = SimpleNamespace(message=SimpleNamespace(key=b"k"),
+                           result=lambda: SimpleNamespace(topic_partition=CHANGELOG, offset=70))
+    table._on_changelog_sent(sent)  # acknowledged; RocksDB did not get it
+    table.apply_changelog_batch([record(69, b"k", b"older"), record(70, b"k", b"ours, from the changelog")])
+    assert stored(table, b"k") == b"ours, from the changelog"
+    assert table.data.persisted_offset(CHANGELOG) == 70
+    assert order.dropped == 1  # only the older one
