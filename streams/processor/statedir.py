@@ -133,40 +133,6 @@ def local_value(db_path: Path, key: bytes) -> bytes | None:
     return _read_only_get(db_path, key)
 
 
-async def changelog_records_at(
-    bootstrap: str, topic: str, offsets: Mapping[int, int], timeout_s: float = 10.0,
-    security: Mapping[str, Any] | None = None,
-) -> dict[int, tuple[bytes | None, bytes | None] | None]:
-    """(key, value) of the record at exactly each `offsets[partition]`; None where there is none."""
-    found: dict[int, tuple[bytes | None, bytes | None] | None] = {p: None for p in offsets}
-    if not offsets:
-        return found
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                **(security or {}))
-    try:
-        await consumer.start()
-        partitions = {p: TopicPartition(topic, p) for p in offsets}
-        consumer.assign(list(partitions.values()))
-        for partition, tp in partitions.items():
-            consumer.seek(tp, offsets[partition])
-        waiting = set(offsets)
-        deadline = time.monotonic() + timeout_s
-        while waiting and time.monotonic() < deadline:
-            batches = await consumer.getmany(*[partitions[p] for p in waiting], timeout_ms=200, max_records=1)
-            for tp, records in batches.items():
-                for record in records:
-                    if tp.partition in waiting:
-                        if record.offset == offsets[tp.partition]:
-                            found[tp.partition] = (record.key, record.value)
-                        waiting.discard(tp.partition)
-            await asyncio.sleep(0)
-    except (KafkaError, OSError) as exc:
-        raise unreachable(bootstrap, exc) from exc
-    finally:
-        await consumer.stop()
-    return found
-
-
 @dataclass
 class _Follow:
     """One partition while the changelog is read from its persisted offset."""

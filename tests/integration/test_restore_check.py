@@ -16,15 +16,10 @@ import pytest
 import rocksdict
 
 from agentstream.streams.processor.restore_check import MISMATCH_MESSAGE
-from agentstream.streams.processor.statedir import (
-    changelog_records_at,
-    changelog_topic,
-    local_partitions,
-    persisted_offset,
-)
+from agentstream.streams.processor.statedir import local_partitions, persisted_offset
 
 from support import Cluster, poll
-from test_statedir import log_entries, notes_of, run_until_agents_hold
+from test_statedir import changelog_records, log_entries, notes_of, run_until_agents_hold
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +63,9 @@ async def test_an_audited_restore_reports_and_repairs_a_stale_local_record(clust
 
     # Stale records for every agent but the one whose record sits at its partition's persisted
     # offset (the start-up check compares that one and would set the whole folder aside).
+    records = await changelog_records(cluster)
     checked = {p: persisted_offset(path) for p, path in local_partitions(data_dir).items()}
-    at_offset = await changelog_records_at(cluster.bootstrap, changelog_topic(cluster.app_id),
-                                           {p: o for p, o in checked.items() if o is not None})
-    skip = {record[0] for record in at_offset.values() if record is not None}
+    skip = {key for p, held in checked.items() for offset, key, _ in records[p] if offset == held}
     planted = [key for key in older if key not in skip]
     assert planted, "some agent must share a partition with a later-written one"
     for key in planted:
