@@ -289,12 +289,23 @@ async def changelog_records(cluster: Cluster) -> dict[int, list[tuple[int, bytes
     return found
 
 
-def set_persisted_offset(db_path: Path, offset: int) -> None:
+def put_local(db_path: Path, key: bytes, value: bytes) -> None:
+    """Write a partition DB by hand (the processor stopped), as a crash or a bug might have left it."""
     db = rocksdict.Rdict(str(db_path), options=rocksdict.Options(raw_mode=True))
     try:
-        db[OFFSET_KEY] = str(offset).encode()
+        db[key] = value
     finally:
         db.close()
+
+
+async def stopped_after_two_notes(cluster: Cluster, data_dir: Path, name: str) -> list[str]:
+    """Eight agents that each hold notes 0 and 1, in `data_dir` of a processor stopped since."""
+    agents = [f"{name}-{i}" for i in range(8)]
+    first = cluster.processor("first", data_dir=data_dir).start()
+    first.wait_ready()
+    await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
+    first.stop()
+    return agents
 
 
 async def test_a_table_ahead_of_its_persisted_offset_is_kept_and_its_changelog_read_again(cluster: Cluster) -> None:
@@ -302,14 +313,9 @@ async def test_a_table_ahead_of_its_persisted_offset_is_kept_and_its_changelog_r
     its offset's, or while the restore point holds the offset back. The check must keep such a
     table (it once set it aside: CI, 2026-12-02), and the restore reads the records again harmlessly."""
     data_dir = cluster.tmp / "state"
-    agents = [f"ahead-{i}" for i in range(8)]
-    first = cluster.processor("first", data_dir=data_dir).start()
-    first.wait_ready()
-    await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
-    first.stop()
-
+    agents = await stopped_after_two_notes(cluster, data_dir, "ahead")
     records = await changelog_records(cluster)
-    rewound = {}
+    rewound = []
     for partition, path in local_partitions(data_dir).items():
         held = persisted_offset(path)
         if held is None:  # no agent in this partition
@@ -318,8 +324,8 @@ async def test_a_table_ahead_of_its_persisted_offset_is_kept_and_its_changelog_r
         # holds a later value for it than the record at the offset the check is handed.
         for offset, key, _ in reversed(records[partition]):
             if offset < held and any(o > offset and k == key for o, k, _ in records[partition] if o <= held):
-                set_persisted_offset(path, offset)
-                rewound[partition] = (held, offset)
+                put_local(path, OFFSET_KEY, str(offset).encode())
+                rewound.append(partition)
                 break
     assert rewound, "some agent must be written twice in one partition"
 
@@ -334,12 +340,7 @@ async def test_a_table_ahead_of_its_persisted_offset_is_kept_and_its_changelog_r
 async def test_a_table_older_than_the_record_at_its_persisted_offset_is_set_aside(cluster: Cluster) -> None:
     """The other way round is not a table this changelog continues: the check sets it aside."""
     data_dir = cluster.tmp / "state"
-    agents = [f"behind-{i}" for i in range(8)]
-    first = cluster.processor("first", data_dir=data_dir).start()
-    first.wait_ready()
-    await run_until_agents_hold(cluster, first, agents, [0, 1], [0, 1])
-    first.stop()
-
+    agents = await stopped_after_two_notes(cluster, data_dir, "behind")
     records = await changelog_records(cluster)
     partition, path = next((p, path) for p, path in sorted(local_partitions(data_dir).items())
                            if persisted_offset(path) is not None)
@@ -347,11 +348,7 @@ async def test_a_table_older_than_the_record_at_its_persisted_offset_is_set_asid
     [key] = [k for o, k, _ in records[partition] if o == held]
     older = [v for o, k, v in records[partition] if k == key and o < held]
     assert older, "the agent at the persisted offset was written before"
-    db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
-    try:
-        db[key] = older[-1]
-    finally:
-        db.close()
+    put_local(path, key, older[-1])
 
     second = cluster.processor("second", data_dir=data_dir).start()
     second.wait_ready()
