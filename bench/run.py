@@ -182,8 +182,8 @@ def main() -> int:
                         help="run these measurements only (comma-separated): " + ", ".join(MEASUREMENTS))
     parser.add_argument("--keep-logs", action="store_true", help="keep the work folder (component logs, state)")
     parser.add_argument("--memory-agents", type=int, default=None, metavar="N",
-                        help="idle agents held by the memory row (default 10,000, extrapolated to the "
-                             "target's 100,000; 100000 measures the target itself, about 10 min)")
+                        help="idle agents held by the memory row (default 10,000; 100000 measures the "
+                             "target's own size, about 6 min on Apache Kafka)")
     parser.add_argument("--brokers", default="embedded",
                         help="comma-separated brokers to run on, one after the other: " + ", ".join(BROKERS)
                         + " (default: embedded; ignored when AGENTSTREAM_KAFKA_BOOTSTRAP is set)")
