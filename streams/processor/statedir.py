@@ -143,8 +143,8 @@ class _Follow:
 
 
 async def unmatched_partitions(
-    bootstrap: str, topic: str, offsets: Mapping[int, int], db_paths: Mapping[int, Path], timeout_s: float = 30.0,
-    security: Mapping[str, Any] | None = None,
+    bootstrap: str, topic: str, offsets: Mapping[int, int], ends: Mapping[int, int], db_paths: Mapping[int, Path],
+    timeout_s: float = 30.0, security: Mapping[str, Any] | None = None,
 ) -> set[int]:
     """The partitions whose local table does not continue the changelog from `offsets[partition]`.
 
@@ -163,7 +163,6 @@ async def unmatched_partitions(
     try:
         await consumer.start()
         tps = {p: TopicPartition(topic, p) for p in follows}
-        ends = await consumer.end_offsets(list(tps.values()))
         consumer.assign(list(tps.values()))
         for partition, follow in follows.items():
             consumer.seek(tps[partition], follow.start)
@@ -185,7 +184,7 @@ async def unmatched_partitions(
                         follow.local = local_value(db_paths[partition], record.key)
                     if record.key == follow.key and record.value == follow.local:
                         waiting.discard(partition)
-                    elif record.offset >= ends[tp] - 1:
+                    elif record.offset >= ends[partition] - 1:
                         unmatched.add(partition)
                         waiting.discard(partition)
             await asyncio.sleep(0)
@@ -361,11 +360,12 @@ async def _why_stale(
         except Exception as exc:  # rocksdict raises plain Exception for a corrupt or foreign DB
             return f"the local table {path} cannot be read ({exc})"
     topic = changelog_topic(identity.app_id)
-    mismatch = offsets_mismatch(topic, persisted, await changelog_end_offsets(bootstrap, topic, security))
+    ends = await changelog_end_offsets(bootstrap, topic, security)
+    mismatch = offsets_mismatch(topic, persisted, ends)
     if mismatch is not None:
         return mismatch
     known = {p: offset for p, offset in persisted.items() if offset is not None}
-    unmatched = await unmatched_partitions(bootstrap, topic, known, partitions, security=security)
+    unmatched = await unmatched_partitions(bootstrap, topic, known, ends, partitions, security=security)
     if unmatched:
         partition = min(unmatched)
         return (
