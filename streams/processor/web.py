@@ -53,38 +53,48 @@ def register_views(processor: "Processor") -> None:
 
     local = LocalOwnership(app, processor.names.agent_events)
 
+    async def from_the_owner(agent_id: str, request: aiohttp_web.Request) -> aiohttp_web.StreamResponse | None:
+        """The owner's answer when another processor owns the agent (Faust's table routing forwards
+        the request); None when this processor answers itself."""
+        if local.owns(agent_id.encode()):
+            return None
+        try:
+            return cast(aiohttp_web.StreamResponse,
+                        await app.router.route_req(table.name, agent_id, app.web, cast(web.Request, request)))
+        except SameNode:
+            return None
+        except ServiceUnavailable:
+            return aiohttp_web.json_response({"error": "not_ready", "detail": "no processor owns this agent's "
+                                              "partition yet (a rebalance); retry shortly"}, status=503)
+
+    # The two reads clients repeat all the time (state polls, result waits) are plain aiohttp routes,
+    # not Faust pages: a Faust page costs a view dispatch and a routing lookup on every request.
+
     async def get_agent(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
-        """The agent's public view. A plain aiohttp route, not a Faust page: pollers call it
-        all the time, and the owner answers from `processor.views` (views.py, owners.py say why)."""
+        """The agent's public view, answered by its owner from `processor.views` (views.py, owners.py say why)."""
         agent_id = request.match_info["agent_id"]
-        if not local.owns(agent_id.encode()):
-            try:  # Faust's table routing: forwarded to the owner, or SameNode when that is this processor
-                return cast(aiohttp_web.StreamResponse,
-                            await app.router.route_req(table.name, agent_id, app.web, cast(web.Request, request)))
-            except SameNode:
-                pass
-            except ServiceUnavailable:
-                return aiohttp_web.json_response({"error": "not_ready", "detail": "no processor owns this agent's "
-                                                  "partition yet (a rebalance); retry shortly"}, status=503)
+        forwarded = await from_the_owner(agent_id, request)
+        if forwarded is not None:
+            return forwarded
         key = agent_id.encode()
         await processor.store.caught_up(key)
         view = processor.views.of(key, keep=processor.is_ready())
         if view is None:
-            return aiohttp_web.json_response({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was "
-                                              "never scheduled, or its schedule is not processed yet"}, status=404)
+            return _not_found(agent_id)
         return aiohttp_web.Response(body=view, content_type="application/json")
 
-    cast(AiohttpWeb, app.web).web_app.router.add_get("/agents/{agent_id}", get_agent, allow_head=False)
-
-    @app.page("/agents/{agent_id}/result")
-    @app.table_route(table=table, match_info="agent_id")
-    async def get_result(self: web.View, request: web.Request, agent_id: str) -> web.Response:
+    async def get_result(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
         """The agent's result once it ended (200), else its status (202) after waiting up to `?wait=` s.
         An agent not found is waited for too (404 only when the wait ends first): a client that
         schedules and then asks for the result usually asks before the schedule is applied."""
+        agent_id = request.match_info["agent_id"]
+        forwarded = await from_the_owner(agent_id, request)
+        if forwarded is not None:
+            return forwarded
         wait = _wait_seconds(request)
         if wait is None:
-            return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
+            return aiohttp_web.json_response({"error": "invalid_wait", "detail": "wait must be a number of seconds"},
+                                             status=400)
         key = agent_id.encode()
         with processor.handler.results.watching(agent_id) as ended:
             await processor.store.caught_up(key)
@@ -102,10 +112,13 @@ def register_views(processor: "Processor") -> None:
                     view = processor.views.of(key, keep=processor.is_ready())
                     state = json.loads(view) if view is not None else None
         if state is None:
-            return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "
-                              "or its schedule is not processed yet"}, status=404)
+            return _not_found(agent_id)
         body = {name: state.get(name) for name in ("agent_id", "run_id", "status", "result", "error")}
-        return self.json(body, status=200 if state["status"] in ENDED else 202)
+        return aiohttp_web.json_response(body, status=200 if state["status"] in ENDED else 202)
+
+    routes = cast(AiohttpWeb, app.web).web_app.router
+    routes.add_get("/agents/{agent_id}", get_agent, allow_head=False)
+    routes.add_get("/agents/{agent_id}/result", get_result, allow_head=False)
 
     @app.page("/agents/{agent_id}/record")
     @app.table_route(table=table, match_info="agent_id")
@@ -143,7 +156,12 @@ def register_views(processor: "Processor") -> None:
     register_http_inputs(processor)
 
 
-def _wait_seconds(request: web.Request) -> float | None:
+def _not_found(agent_id: str) -> aiohttp_web.Response:
+    return aiohttp_web.json_response({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never "
+                                      "scheduled, or its schedule is not processed yet"}, status=404)
+
+
+def _wait_seconds(request: web.Request | aiohttp_web.Request) -> float | None:
     """`?wait=` as seconds, cut to `MAX_WAIT_S`; None when it is not a number."""
     try:
         asked = float(request.query.get("wait", "0"))
