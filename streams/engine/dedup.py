@@ -55,6 +55,11 @@ class Delivery(BaseModel):
     last_offsets: dict[str, int] = Field(default_factory=dict)
     recent_keys: dict[str, float] = Field(default_factory=dict)
 
+    def independent_copy(self) -> "Delivery":
+        """An independent copy. Its values are numbers, so copying the two dicts suffices;
+        a deep copy of a hot agent's thousand keys cost it more than its whole turn."""
+        return Delivery.model_construct(last_offsets=dict(self.last_offsets), recent_keys=dict(self.recent_keys))
+
     def is_redelivery(self, source: str, offset: int) -> bool:
         return offset <= self.last_offsets.get(source, -1)
 

@@ -256,7 +256,7 @@ class DurableEngine:
             created_at=now,
             updated_at=now,
             inputs_applied=record.inputs_applied if record else 0,
-            delivery=record.delivery.model_copy(deep=True) if record else dedup.Delivery(),
+            delivery=record.delivery.independent_copy() if record else dedup.Delivery(),
         )
         try:
             live = self._new_live(new, definition, None)

@@ -7,7 +7,6 @@ since, plus the bookkeeping of steps, timers and children in flight.
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 from typing import Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from agentstream.topics import AgentStatus, ParentRef
 
 from .dedup import Delivery
+from .fields import json_copy
 
 Strict = ConfigDict(extra="forbid")
 
@@ -207,8 +207,8 @@ class AgentRecord(BaseModel):
 
     def evolve(self, **changes: object) -> "AgentRecord":
         """A new version of this record sharing nothing mutable with it that a turn changes."""
-        changes.setdefault("delivery", self.delivery.model_copy(deep=True))
-        changes.setdefault("fields", copy.deepcopy(self.fields))
+        changes.setdefault("delivery", self.delivery.independent_copy())
+        changes.setdefault("fields", json_copy(self.fields))
         return self.model_copy(update=changes)
 
     def next_timer_at(self) -> datetime | None:

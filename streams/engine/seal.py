@@ -159,7 +159,7 @@ def _copy(record: AgentRecord, *, keep_outbox: bool = False) -> AgentRecord:
     """A copy that may take new bookkeeping without touching `record` (fields are not changed here)."""
     return record.model_copy(update={
         "fields": dict(record.fields),
-        "delivery": record.delivery.model_copy(deep=True),
+        "delivery": record.delivery.independent_copy(),
         "outbox": list(record.outbox) if keep_outbox else [],
     })
 
