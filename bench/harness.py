@@ -187,3 +187,40 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def cpu_seconds(process: ManagedProcess) -> float | None:
+    """CPU time (user + system) `process` has used so far; None where there is no /proc."""
+    if process.process is None:
+        return None
+    try:
+        stat = Path(f"/proc/{process.process.pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by a processor and by this process (the benchmark's clients) during a measurement.
+
+    The rates of this machine kind drift by 15% between runs; CPU per input does much less,
+    and says which side a workload is bound by.
+    """
+
+    def __init__(self, processor: ManagedProcess) -> None:
+        self._processor = processor
+        self._started = (cpu_seconds(processor), time.process_time(), time.perf_counter())
+
+    def row(self, name: str, inputs: int, unit: str) -> Row:
+        """`name`: the processor's CPU ms per input, and in the notes its share of the wall time and the clients'."""
+        processor, client, wall = cpu_seconds(self._processor), time.process_time(), time.perf_counter()
+        processor0, client0, wall0 = self._started
+        clients = f"the benchmark's clients {1000 * (client - client0) / inputs:.2f} ms per {unit}"
+        if processor is None or processor0 is None:
+            return Row(name, "n/a", f"ms/{unit}", f"no /proc here; {clients}")
+        used = processor - processor0
+        return Row(name, f"{1000 * used / inputs:.2f}", f"ms/{unit}",
+                   f"{used:.1f} s CPU in {wall - wall0:.1f} s wall ({100 * used / (wall - wall0):.0f}% of one core); "
+                   f"{clients}")
+

@@ -28,7 +28,7 @@ from agentstream.streams.devstack import ManagedProcess
 from agentstream.streams.engine import EngineConfig
 from agentstream.topics import AgentStatus, AgentUpdate
 
-from harness import Bench, Row, Slice, median, metric, percentile, wait_until
+from harness import Bench, CpuMeter, Row, Slice, median, metric, percentile, wait_until
 from workload_agents import LAST_N, MARK_ENV, STALL_ENV, STEPS
 
 APP = "workload_agents"  # bench/workload_agents.py
@@ -202,11 +202,12 @@ async def w1_keyed_events(bench: Bench) -> list[Row]:
         async def send(j: int) -> None:  # round-robin over agents; payload = the agent's sequence number
             await client.send_agent_event(ids[j % k], "add", {"payload": j // k})
 
-        started_at = time.perf_counter()
+        started_at, cpu = time.perf_counter(), CpuMeter(processor)
         async with asyncio.TaskGroup() as group:  # pollers poll from the first send, as users' readers would
             sending = group.create_task(run_pool(k * e, SENDERS, send))
             polling = group.create_task(poll_counts(client, dict.fromkeys(ids, e), timeout=max(120, k * e / 5)))
         wall = time.perf_counter() - started_at
+        cpu_row = cpu.row("W1 processor CPU per event", k * e, "event")
         final = polling.result()
     keep = min(e, LAST_N)
     wrong = {a: f for a, f in final.items() if f.get("count") != e or sorted(f.get("last", [])) != list(range(e - keep, e))}
@@ -218,7 +219,7 @@ async def w1_keyed_events(bench: Bench) -> list[Row]:
     notes = (f"{k} agents x {e} events, send_agent_event by {SENDERS} senders round-robin; {POLLERS} pollers "
              f"(get_agent_state, {POLL_PAUSE_S * 1000:.0f} ms between sweeps) from the first send; sends done at "
              f"{sending.result():.1f}s, all seen at {wall:.1f}s; state exact (count {e}, last {keep} payloads)")
-    return [Row("W1 keyed events/s", f"{rate:,.1f}", "events/s", notes)]
+    return [Row("W1 keyed events/s", f"{rate:,.1f}", "events/s", notes), cpu_row]
 
 
 # W2's agent types: steps on a worker (what W2 always measured), and the same steps run by the
@@ -273,7 +274,9 @@ async def w2b_throughput(bench: Bench, kind: str = "worker") -> list[Row]:
         async def one(i: int) -> None:
             samples.append(await invoke(client, f"w2b-{i}", agent_type))
 
+        cpu = CpuMeter(processor)
         wall = await run_pool(n, W2B_IN_FLIGHT, one)
+        cpu_row = cpu.row(f"W2b processor CPU per invocation{label}", n, "invocation")
     rate = n / wall
     bench.rates["w2b" if kind == "worker" else f"w2b-{kind}"] = rate
     how = (f"{n} invocations of a {STEPS}-step agent ({what}), {W2B_IN_FLIGHT} in flight, each schedule_agent -> "
@@ -283,6 +286,7 @@ async def w2b_throughput(bench: Bench, kind: str = "worker") -> list[Row]:
         Row(f"W2b steps/s{label}", f"{rate * STEPS:,.1f}", "steps/s", f"{STEPS} steps per invocation"),
         Row(f"W2b latency p50{label}", f"{percentile(samples, 50):.0f}", "ms", "per invocation, under that load"),
         Row(f"W2b latency p99{label}", f"{percentile(samples, 99):.0f}", "ms", f"nearest rank; max {max(samples):.0f} ms"),
+        cpu_row,
     ]
 
 
