@@ -204,8 +204,9 @@ def cpu_seconds(process: ManagedProcess) -> float | None:
 class CpuMeter:
     """CPU used by a processor and by this process (the benchmark's clients) during a measurement.
 
-    The rates of this machine kind drift by 15% between runs; CPU per input does much less,
-    and says which side a workload is bound by.
+    What one input costs the processor, and by the processor's share of one core, whether
+    it is what binds the workload. On a VM it drifts between runs with the machine's speed,
+    about as much as the rates do (3.9-4.6 ms per W1 event for the same code, one sitting).
     """
 
     def __init__(self, processor: ManagedProcess) -> None:
