@@ -67,8 +67,9 @@ def register_views(processor: "Processor") -> None:
             return aiohttp_web.json_response({"error": "not_ready", "detail": "no processor owns this agent's "
                                               "partition yet (a rebalance); retry shortly"}, status=503)
 
-    # The two reads clients repeat all the time (state polls, result waits) are plain aiohttp routes,
-    # not Faust pages: a Faust page costs a view dispatch and a routing lookup on every request.
+    # An agent's routes are plain aiohttp routes, not Faust pages: a Faust page costs a view dispatch
+    # and a routing lookup on every request, and clients repeat two of them all the time (state
+    # polls, result waits).
 
     async def get_agent(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
         """The agent's public view, answered by its owner from `processor.views` (views.py, owners.py say why)."""
@@ -116,30 +117,30 @@ def register_views(processor: "Processor") -> None:
         body = {name: state.get(name) for name in ("agent_id", "run_id", "status", "result", "error")}
         return aiohttp_web.json_response(body, status=200 if state["status"] in ENDED else 202)
 
-    routes = cast(AiohttpWeb, app.web).web_app.router
-    routes.add_get("/agents/{agent_id}", get_agent, allow_head=False)
-    routes.add_get("/agents/{agent_id}/result", get_result, allow_head=False)
-
-    @app.page("/agents/{agent_id}/record")
-    @app.table_route(table=table, match_info="agent_id")
-    async def get_record(self: web.View, request: web.Request, agent_id: str) -> web.Response:
+    async def get_record(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
         """The agent's whole stored record (journal, base, delivery bookkeeping included): what
         `agentstream replay` runs through new code before a deploy (agents.testing.replay_record)."""
+        agent_id = request.match_info["agent_id"]
+        forwarded = await from_the_owner(agent_id, request)
+        if forwarded is not None:
+            return forwarded
         await processor.store.caught_up(agent_id.encode())
         stored = table.get(agent_id.encode())
         if stored is None:
-            return self.json({"error": "agent_not_found", "detail": f"no agent {agent_id!r}: it was never scheduled, "
-                              "or its schedule is not processed yet"}, status=404)
-        return self.bytes(stored, content_type="application/json")
+            return _not_found(agent_id)
+        return aiohttp_web.Response(body=stored, content_type="application/json")
 
-    @app.page("/agents/{agent_id}/inputs/{input_id}")
-    @app.table_route(table=table, match_info="agent_id")
-    async def get_input_outcome(self: web.View, request: web.Request, agent_id: str, input_id: str) -> web.Response:
+    async def get_input_outcome(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
         """What became of a client's input (outcomes.py): 200 with the outcome, else 202 "pending"
         after waiting up to `?wait=` s. `input_id` is the message ID, or a schedule's run ID."""
+        agent_id, input_id = request.match_info["agent_id"], request.match_info["input_id"]
+        forwarded = await from_the_owner(agent_id, request)
+        if forwarded is not None:
+            return forwarded
         wait = _wait_seconds(request)
         if wait is None:
-            return self.json({"error": "invalid_wait", "detail": "wait must be a number of seconds"}, status=400)
+            return aiohttp_web.json_response({"error": "invalid_wait", "detail": "wait must be a number of seconds"},
+                                             status=400)
         outcomes = processor.handler.outcomes
         with outcomes.waiters.watching(input_id) as known:
             if wait and outcomes.get(input_id) is None:
@@ -147,8 +148,15 @@ def register_views(processor: "Processor") -> None:
                     await asyncio.wait_for(asyncio.shield(known), wait)
         answer = outcomes.get(input_id) or _remembered_by_the_agent(table.get(agent_id.encode()), input_id)
         if answer is None:
-            return self.json({"agent_id": agent_id, "input_id": input_id, "outcome": "pending"}, status=202)
-        return self.json({"agent_id": agent_id, "input_id": input_id, **answer})
+            return aiohttp_web.json_response({"agent_id": agent_id, "input_id": input_id, "outcome": "pending"},
+                                             status=202)
+        return aiohttp_web.json_response({"agent_id": agent_id, "input_id": input_id, **answer})
+
+    routes = cast(AiohttpWeb, app.web).web_app.router
+    routes.add_get("/agents/{agent_id}", get_agent, allow_head=False)
+    routes.add_get("/agents/{agent_id}/result", get_result, allow_head=False)
+    routes.add_get("/agents/{agent_id}/record", get_record, allow_head=False)
+    routes.add_get("/agents/{agent_id}/inputs/{input_id}", get_input_outcome, allow_head=False)
 
     register_listing(processor)
     register_inspector(processor)

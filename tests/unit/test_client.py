@@ -181,7 +181,7 @@ async def test_60_concurrent_first_calls_start_one_producer_and_every_later_send
 
 
 @pytest.mark.integration
-async def test_agents_with_reserved_characters_in_their_ids_are_found_by_state_and_result(cluster: Cluster) -> None:
+async def test_agents_with_reserved_characters_in_their_ids_are_found_by_every_agent_route(cluster: Cluster) -> None:
     # Two processors, so that some reads are forwarded to the partition's owner.
     first = cluster.processor("processor-a", app="shapes").start()
     second = cluster.processor("processor-b", app="shapes").start()
@@ -195,10 +195,8 @@ async def test_agents_with_reserved_characters_in_their_ids_are_found_by_state_a
     await poll(assignment_split, what="both processors own partitions")
     agents = ODD_IDS + [f"user/{i}" for i in range(8)]
     async with client_for(cluster, first.url) as client:
-        for agent_id in agents:
-            await client.schedule_agent("Waiter", agent_id)
-        for agent_id in agents:
-            await client.send_agent_event(agent_id, "stop")
+        runs = {agent_id: await client.schedule_agent("Waiter", agent_id) for agent_id in agents}
+        stops = {agent_id: await client.send_agent_event(agent_id, "stop") for agent_id in agents}
         for agent_id in agents:
             assert await client.get_agent_result(agent_id, timeout=60) == "stopped", agent_id
             state = await client.get_agent_state(agent_id)
@@ -206,5 +204,9 @@ async def test_agents_with_reserved_characters_in_their_ids_are_found_by_state_a
     async with client_for(cluster, second.url) as other:
         for agent_id in agents:
             assert (await other.get_agent_state(agent_id))["agent_id"] == agent_id
-        with pytest.raises(AgentNotFoundError):
-            await other.get_agent_state("user/nobody")
+            assert (await other.get_agent_record(agent_id))["run_id"] == runs[agent_id]
+            for input_id in (runs[agent_id], stops[agent_id]):
+                assert (await other.input_outcome(agent_id, input_id, timeout=30)).outcome == "applied", input_id
+        for read in (other.get_agent_state, other.get_agent_record):
+            with pytest.raises(AgentNotFoundError):
+                await read("user/nobody")
