@@ -13,7 +13,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from agentstream.streams.engine import AgentRecord, DurableEngine
-from agentstream.streams.engine.record import ReceivedEvent
 from agentstream.topics import ScheduleAgent, SendEvent
 
 import agents  # noqa: F401  (registers the benchmark's agent types in this process)
@@ -40,10 +39,6 @@ async def feed(agent_id: str, events: int) -> tuple[AgentRecord, int, float]:
     engine.close()
     assert record.fields["count"] == events, record.fields
     return record, longest, elapsed
-
-
-def _json_size(events: list[ReceivedEvent]) -> int:
-    return sum(len(event.model_dump_json()) + 1 for event in events) + 1
 
 
 async def restart_ms(record: AgentRecord) -> float:
@@ -82,7 +77,7 @@ async def engine_long_lived(bench: Bench) -> list[Row]:
             f"after {many:,} events ({old.compactions:,} compactions); 10-event agent {len(young.to_bytes()):,} B; "
             f"the old one keeps {len(old.delivery.recent_keys):,} idempotency keys "
             f"({len(old.delivery.model_dump_json()):,} B) and the last {len(old.events)} events kept for the API "
-            f"({_json_size(old.events):,} B)"),
+            f"({len(old.model_dump_json(include={'events'})):,} B)"),
         Row(f"restart + 1 event, {many:,}-event agent", f"{old_ms:.2f}", "ms",
             f"new DurableEngine: decode record, rebuild agent, apply; median of {RESTARTS}"),
         Row("restart + 1 event, 10-event agent", f"{young_ms:.2f}", "ms", f"same, median of {RESTARTS}"),

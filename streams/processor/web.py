@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web as aiohttp_web
@@ -28,6 +29,8 @@ from .sse import register_stream_view
 
 if TYPE_CHECKING:
     from .app import Processor
+
+AgentAnswer = Callable[[aiohttp_web.Request, str], Awaitable[aiohttp_web.StreamResponse]]
 
 
 def register_views(processor: "Processor") -> None:
@@ -71,12 +74,8 @@ def register_views(processor: "Processor") -> None:
     # and a routing lookup on every request, and clients repeat two of them all the time (state
     # polls, result waits).
 
-    async def get_agent(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
+    async def get_agent(request: aiohttp_web.Request, agent_id: str) -> aiohttp_web.StreamResponse:
         """The agent's public view, answered by its owner from `processor.views` (views.py, owners.py say why)."""
-        agent_id = request.match_info["agent_id"]
-        forwarded = await from_the_owner(agent_id, request)
-        if forwarded is not None:
-            return forwarded
         key = agent_id.encode()
         await processor.store.caught_up(key)
         view = processor.views.of(key, keep=processor.is_ready())
@@ -84,14 +83,10 @@ def register_views(processor: "Processor") -> None:
             return _not_found(agent_id)
         return aiohttp_web.Response(body=view, content_type="application/json")
 
-    async def get_result(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
+    async def get_result(request: aiohttp_web.Request, agent_id: str) -> aiohttp_web.StreamResponse:
         """The agent's result once it ended (200), else its status (202) after waiting up to `?wait=` s.
         An agent not found is waited for too (404 only when the wait ends first): a client that
         schedules and then asks for the result usually asks before the schedule is applied."""
-        agent_id = request.match_info["agent_id"]
-        forwarded = await from_the_owner(agent_id, request)
-        if forwarded is not None:
-            return forwarded
         wait = _wait_seconds(request)
         if wait is None:
             return aiohttp_web.json_response({"error": "invalid_wait", "detail": "wait must be a number of seconds"},
@@ -117,26 +112,19 @@ def register_views(processor: "Processor") -> None:
         body = {name: state.get(name) for name in ("agent_id", "run_id", "status", "result", "error")}
         return aiohttp_web.json_response(body, status=200 if state["status"] in ENDED else 202)
 
-    async def get_record(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
+    async def get_record(request: aiohttp_web.Request, agent_id: str) -> aiohttp_web.StreamResponse:
         """The agent's whole stored record (journal, base, delivery bookkeeping included): what
         `agentstream replay` runs through new code before a deploy (agents.testing.replay_record)."""
-        agent_id = request.match_info["agent_id"]
-        forwarded = await from_the_owner(agent_id, request)
-        if forwarded is not None:
-            return forwarded
         await processor.store.caught_up(agent_id.encode())
         stored = table.get(agent_id.encode())
         if stored is None:
             return _not_found(agent_id)
         return aiohttp_web.Response(body=stored, content_type="application/json")
 
-    async def get_input_outcome(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
+    async def get_input_outcome(request: aiohttp_web.Request, agent_id: str) -> aiohttp_web.StreamResponse:
         """What became of a client's input (outcomes.py): 200 with the outcome, else 202 "pending"
         after waiting up to `?wait=` s. `input_id` is the message ID, or a schedule's run ID."""
-        agent_id, input_id = request.match_info["agent_id"], request.match_info["input_id"]
-        forwarded = await from_the_owner(agent_id, request)
-        if forwarded is not None:
-            return forwarded
+        input_id = request.match_info["input_id"]
         wait = _wait_seconds(request)
         if wait is None:
             return aiohttp_web.json_response({"error": "invalid_wait", "detail": "wait must be a number of seconds"},
@@ -153,10 +141,21 @@ def register_views(processor: "Processor") -> None:
         return aiohttp_web.json_response({"agent_id": agent_id, "input_id": input_id, **answer})
 
     routes = cast(AiohttpWeb, app.web).web_app.router
-    routes.add_get("/agents/{agent_id}", get_agent, allow_head=False)
-    routes.add_get("/agents/{agent_id}/result", get_result, allow_head=False)
-    routes.add_get("/agents/{agent_id}/record", get_record, allow_head=False)
-    routes.add_get("/agents/{agent_id}/inputs/{input_id}", get_input_outcome, allow_head=False)
+
+    def agent_route(path: str, answer: AgentAnswer) -> None:
+        """GET `path` answered by the owner of the agent it names: forwarded, or `answer` here."""
+
+        async def route(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
+            agent_id = request.match_info["agent_id"]
+            forwarded = await from_the_owner(agent_id, request)  # (a response is a mapping: empty is falsy)
+            return forwarded if forwarded is not None else await answer(request, agent_id)
+
+        routes.add_get(path, route, allow_head=False)
+
+    agent_route("/agents/{agent_id}", get_agent)
+    agent_route("/agents/{agent_id}/result", get_result)
+    agent_route("/agents/{agent_id}/record", get_record)
+    agent_route("/agents/{agent_id}/inputs/{input_id}", get_input_outcome)
 
     register_listing(processor)
     register_inspector(processor)

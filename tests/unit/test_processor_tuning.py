@@ -43,7 +43,6 @@ def test_each_call_gives_a_fresh_dict() -> None:
     assert "write_buffer_size" in rocksdb_options()
 
 
-
 async def test_a_processor_on_a_real_kafka_fetches_with_a_short_max_wait(tmp_path: Path) -> None:
     # A partition left out of a waiting fetch waits for it to end (profile.py): Faust's 1.5 s
     # made 1% of W2b's invocations on Apache Kafka take 1.7 s.
