@@ -21,9 +21,10 @@ Strict = ConfigDict(extra="forbid")
 
 # The record's format. A processor refuses (and dead-letters the input of) a record with a
 # higher one: it was written by a newer version that this one cannot read without losing data.
-FORMAT = 3
-# 1: before the outbox; 2: before `waiting` (their records load with empty defaults)
-READABLE_FORMATS = frozenset({1, 2, 3})
+FORMAT = 4
+# 1: before the outbox; 2: before `waiting` (their records load with empty defaults);
+# 3: client keys as text with float times (they load as digests: dedup.RecentKeys)
+READABLE_FORMATS = frozenset({1, 2, 3, 4})
 
 
 class ReceivedEvent(BaseModel):

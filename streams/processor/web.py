@@ -183,6 +183,6 @@ def _remembered_by_the_agent(stored: bytes | None, input_id: str) -> dict[str, A
     if stored is None:
         return None
     record = AgentRecord.from_bytes(stored)
-    if input_id in record.delivery.recent_keys or input_id == record.run_id:
+    if record.delivery.is_duplicate(input_id) or input_id == record.run_id:
         return {"outcome": "applied", "reason_code": None, "reason": None}
     return None

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from agentstream.agents import agent, condition
 from agentstream.streams.engine import AgentRecord, Delivery, DurableEngine, TurnOutcome
+from agentstream.streams.engine.dedup import key_digest
 from agentstream.topics import (
     AgentStatus,
     AgentUpdate,
@@ -370,5 +371,5 @@ async def test_the_engine_never_mutates_the_record_it_was_given(engine: DurableE
         assert record.model_dump() == before, f"{message.kind} mutated the record"
         if outcome.record is not None and outcome.record is not record:
             outcome.record.fields["poison"] = 1
-            outcome.record.delivery.recent_keys["poison"] = 1.0
+            outcome.record.delivery.recent_keys[key_digest("poison")] = 1
             assert record.model_dump() == before, f"{message.kind}: the new record shares state with the old one"
