@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -55,6 +56,12 @@ class FaustTableStore:
         self._watcher = watcher
         # key -> (partition, latest value, its acknowledgement)
         self._unacknowledged: dict[bytes, tuple[int, bytes, Any]] = {}
+        # Rebalances so far that took or gave each partition, and for each write on its way the
+        # count of its partition when it was sent: a write from before a rebalance of its partition
+        # is the changelog's to restore, never this process's to put (`acknowledged`). Weak: a failed
+        # write is never acknowledged here, and its entry goes with its future.
+        self._epochs: dict[int, int] = {}
+        self._sent_in: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     def install(self) -> None:
         """Take the table's changelog acknowledgements first (before the persisted offset moves)
@@ -101,6 +108,7 @@ class FaustTableStore:
         partition = table.partition_for_key(key)  # the partition of the input being handled
         sent = table.send_changelog(partition, key, value)
         self._unacknowledged[key] = (partition, value, sent)
+        self._sent_in[sent] = self._epochs.get(partition, 0)
         return sent
 
     async def caught_up(self, key: bytes, timeout: float = READ_WAIT_S) -> None:
@@ -121,17 +129,19 @@ class FaustTableStore:
 
     def acknowledged(self, fut: Any) -> None:
         """A changelog write is on the broker: into RocksDB with it, before its offset is persisted."""
+        epoch = self._sent_in.pop(fut, None)
         try:
             sent = fut.result()
         except Exception:  # a failed write stays in memory; the handler writes it again
             return
         key, value = fut.message.key, fut.message.value
         latest = self._unacknowledged.get(key)
-        if latest is None:
-            # Forgotten in a rebalance: its partition is revoked or being restored, and the
-            # record reaches RocksDB from the changelog like any other. Put now, an
-            # acknowledgement that comes late would overwrite a newer record of the agent
-            # (from its new owner) that recovery has already applied.
+        if latest is None or epoch != self._epochs.get(sent.topic_partition.partition, 0):
+            # Sent before a rebalance took or gave its partition: the record reaches RocksDB from
+            # the changelog like any other. Put now, an acknowledgement that comes late would
+            # overwrite a newer record of the agent (from its owner in between) that recovery has
+            # already applied, and that is all RocksDB would hold if this process died before its
+            # own newer write (`latest`, when the partition came back) was acknowledged.
             return
         # What `table.data[key] = value` does, for the partition the write went to (there is no
         # current event in a callback to take it from).
@@ -145,6 +155,8 @@ class FaustTableStore:
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked or about to be restored: their records come from RocksDB and the changelog."""
+        for partition in partitions:
+            self._epochs[partition] = self._epochs.get(partition, 0) + 1
         for key in [k for k, (p, _, _) in self._unacknowledged.items() if p in partitions]:
             del self._unacknowledged[key]
 

@@ -90,6 +90,25 @@ def test_a_late_acknowledgement_after_a_rebalance_does_not_overwrite_the_new_own
     assert in_rocksdb(table, b"a") == b"turn 2 by the new owner"
 
 
+def test_a_late_acknowledgement_from_before_a_rebalance_is_not_put_once_the_partition_came_back(table: Any) -> None:
+    """The partition went away and came back, and the agent was written again, before the
+    acknowledgement of the write from before: that older record must not reach RocksDB, or a
+    death before the newer write's acknowledgement leaves RocksDB behind the changelog."""
+    store = FaustTableStore(table)
+    store.install()
+    old = store.put(b"a", b"turn 1, before the rebalance")
+    store.forget({PARTITION})  # revoked
+    table.apply_changelog_batch([SimpleNamespace(message=SimpleNamespace(
+        tp=CHANGELOG, partition=PARTITION, offset=12, key=b"a", value=b"turn 2 by the owner in between"))])
+    store.forget({PARTITION})  # assigned back (restored from the changelog, as above)
+    new = store.put(b"a", b"turn 3, after it came back")
+    acknowledge(table, old, 10)  # the write from before the rebalance is acknowledged only now
+    assert in_rocksdb(table, b"a") == b"turn 2 by the owner in between"
+    assert store.get(b"a") == b"turn 3, after it came back"
+    acknowledge(table, new, 13)
+    assert in_rocksdb(table, b"a") == b"turn 3, after it came back" == store.get(b"a")
+
+
 def test_values_are_what_get_answers_with_writes_on_their_way_in_place_of_rocksdb(table: Any) -> None:
     store = FaustTableStore(table)
     store.install()
