@@ -79,12 +79,12 @@ def _load_keys(value: object) -> dict[int, int]:
         for key, seen_at in value.items():
             if not isinstance(seen_at, (int, float)) or isinstance(seen_at, bool):
                 raise ValueError(f"recent_keys[{key!r}] is not a time in seconds")
-            if isinstance(key, int) and not isinstance(key, bool):
-                loaded[key] = int(seen_at)
+            if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < 1 << 64:
+                loaded[key] = _whole_second(seen_at)  # digests already (a record built in Python)
             elif isinstance(key, str):  # formats 1-3, or a key given by name
                 loaded[key_digest(key)] = _whole_second(seen_at)
             else:
-                raise ValueError(f"recent_keys has a key {key!r} that is neither a digest nor a key")
+                raise ValueError(f"recent_keys has a key {key!r} that is neither a 64-bit digest nor a key")
         return loaded
     raise ValueError("recent_keys is neither packed keys (a base64 string) nor a mapping of keys to times")
 
