@@ -19,7 +19,6 @@ with a kept view are noted, so the notes are bounded like the views.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -29,7 +28,7 @@ KEPT_VIEWS = 10_000
 
 
 class PublicViews:
-    """JSON of `AgentRecord.public_view()` by agent, read and serialised again only after its record changed."""
+    """`AgentRecord.public_json()` by agent, read and serialised again only after its record changed."""
 
     def __init__(self, read: Callable[[bytes], bytes | None], size: int = KEPT_VIEWS) -> None:
         self._read = read  # the stored record (RocksDB: what the changelog has acknowledged)
@@ -44,14 +43,14 @@ class PublicViews:
         `keep=False` when the store may still change without saying so (a restore in progress)."""
         view = self._views.get(key)
         if isinstance(view, AgentRecord):  # changed since the last read: rendered now, once
-            view = self._views[key] = _render(view)
+            view = self._views[key] = view.public_json()
         if view is not None:
             self._views.move_to_end(key)
             return view
         stored = self._read(key)
         if stored is None:
             return None
-        view = _render(AgentRecord.from_bytes(stored))
+        view = AgentRecord.from_bytes(stored).public_json()
         if keep:
             self._keep(key, view)
         return view
@@ -81,6 +80,3 @@ class PublicViews:
             dropped, _ = self._views.popitem(last=False)
             self._written.pop(dropped, None)
 
-
-def _render(record: AgentRecord) -> bytes:
-    return json.dumps(record.public_view(), separators=(",", ":")).encode()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 from agentstream.agents import agent, condition
-from agentstream.streams.engine import AgentRecord
+from agentstream.streams.engine import AgentRecord, Delivery
+from agentstream.streams.engine.record import ChildState, JournalEntry, StepState
 from agentstream.streams.processor.views import PublicViews
+from agentstream.topics import AgentStatus
 
 from turns import Turns
 
@@ -63,7 +66,7 @@ async def test_a_view_is_read_once_until_its_record_changes() -> None:
     assert count(views.of(b"c")) == 0  # kept: nothing said the record changed
     views.changed(b"c")
     assert count(views.of(b"c")) == 1 and stored.reads == 2
-    assert json.loads(views.of(b"c") or b"") == json.loads(json.dumps(AgentRecord.from_bytes(bumped).public_view()))
+    assert json.loads(views.of(b"c") or b"") == AgentRecord.from_bytes(bumped).public_view()
 
 
 async def test_a_reset_drops_every_view_and_an_unkept_read_is_not_kept() -> None:
@@ -117,8 +120,7 @@ async def test_a_read_agents_new_view_is_made_from_the_written_record_once_those
     views.changed(b"c", stored.records[b"c"])
     views.changed(b"d", stored.records[b"d"])
     assert count(views.of(b"c")) == 1 and stored.reads == 1  # made from the record: no read, no parse
-    assert views.of(b"c") == json.dumps(
-        AgentRecord.from_bytes(stored.records[b"c"]).public_view(), separators=(",", ":")).encode()
+    assert views.of(b"c") == AgentRecord.from_bytes(stored.records[b"c"]).public_json()
     assert count(views.of(b"d")) == 1 and stored.reads == 2  # d had no view: read as before
 
     older = (await turns.send("c", "bump")).stored
@@ -128,3 +130,25 @@ async def test_a_read_agents_new_view_is_made_from_the_written_record_once_those
     views.changed(b"c", older)  # an earlier write acknowledged: not what was noted, so read as before
     stored.records[b"c"] = older
     assert count(views.of(b"c")) == 2 and stored.reads == 3
+
+
+def test_the_public_view_shows_what_a_client_needs_and_none_of_the_bookkeeping() -> None:
+    at = datetime(2026, 12, 2, 21, 0, tzinfo=timezone.utc)
+    record = AgentRecord(
+        agent_id="v-1", agent_type="Views.Counter", run_id="r", status=AgentStatus.RUNNING, created_at=at,
+        updated_at=at, fields={"name": "Zoë", "big": 1e16, "nested": {"list": [1, None, "x"]}},
+        journal=[JournalEntry(kind="event", at=at, message_id="m1")],
+        steps={"3": StepState(seq=3, function="f", task_queue="q", scheduled_at=at)},
+        timers={"t:4": at + timedelta(seconds=5)},
+        children={"5": ChildState(agent_id="c-1", run_id="cr", agent_type="T", awaited=True)},
+        parked=[{"kind": "event"}, {"kind": "event"}],
+        delivery=Delivery(last_offsets={"agent-events#0": 9}, recent_keys={"k": 1.0}),
+    )
+    view = record.public_view()
+    assert view == json.loads(record.public_json())  # what GET /agents/{id} sends, as a client reads it
+    assert view["fields"] == {"name": "Zoë", "big": 1e16, "nested": {"list": [1, None, "x"]}}
+    assert (view["agent_id"], view["status"], view["created_at"]) == ("v-1", "running", "2026-12-02T21:00:00Z")
+    assert view["journal_length"] == 1 and view["steps_in_flight"] == 1 and view["parked_inputs"] == 2
+    assert view["timers"] == {"t:4": "2026-12-02T21:00:05+00:00"}
+    assert view["children"] == {"c-1": {"agent_type": "T", "done": False}}
+    assert not {"delivery", "base", "journal", "steps", "parked", "outbox", "undelivered"} & set(view)
