@@ -79,4 +79,3 @@ class PublicViews:
         if len(self._views) > self._size:
             dropped, _ = self._views.popitem(last=False)
             self._written.pop(dropped, None)
-
