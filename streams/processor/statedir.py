@@ -264,7 +264,11 @@ async def changelog_end_offsets(
                                 **(security or {}))
     try:
         await consumer.start()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(counts[topic])])
+        partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
+        # Assigned first, the topic is in the consumer's metadata: asked for the end offsets of a topic it
+        # does not track, aiokafka waits out a metadata retry (100 ms of every restart's downtime, W3).
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
     except (KafkaError, OSError) as exc:
         raise unreachable(bootstrap, exc) from exc
     finally:
