@@ -31,11 +31,12 @@ def tune_gc() -> None:
     """No garbage collection over what the pod's start created.
 
     The objects alive once the pod is set up (modules, classes, registries) are frozen: a
-    full collection never walks them again. (Raising the collection thresholds as well,
-    to 20,000/20/20, cost 2.3 kB of RSS per idle agent in the memory row: 215 MB instead
-    of 191 MB at 10,000 agents; so Python's thresholds stay.)
+    full collection never walks them again. They are frozen as they are, without a
+    collection first: that found about 50 unreachable objects among 86,000 and cost 50 ms
+    of every start, which is downtime after a crash (W3). (Raising the collection
+    thresholds as well, to 20,000/20/20, cost 2.3 kB of RSS per idle agent in the memory
+    row: 215 MB instead of 191 MB at 10,000 agents; so Python's thresholds stay.)
     """
-    gc.collect()
     gc.freeze()
 
 
