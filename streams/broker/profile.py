@@ -11,8 +11,9 @@ What the embedded broker does differently (Tansu 0.6.0 with aiokafka 0.14):
 - ListOffsets LATEST answers the last *batch's* base offset + 1, so a batch of several
   records hides its tail from anyone reading "up to the end" (Faust table recovery
   did restore stale values). One record per batch makes the answer exact;
-- a group join waits half the session timeout, so a short session timeout keeps
-  rebalances fast;
+- a group join waits half the session timeout, and at least a second (measured with
+  aiokafka: 1.0 s at session timeouts of 0.6, 1 and 2 s, 3.0 s at 6 s), so a short
+  session timeout keeps rebalances fast, down to that second;
 - a fetch with nothing to read waits about half its max wait even when records arrive
   meanwhile, so every hop of a record would cost up to 750 ms with Faust's 1.5 s: a
   short max wait keeps hops in the tens of milliseconds.
