@@ -1,4 +1,4 @@
-"""The processor's tuning of Faust: small RocksDB memory per partition.
+"""The processor's tuning of Faust: small RocksDB memory per partition, a bounded info log.
 
 Each table partition's RocksDB keeps small memtables and a small block cache. With
 Faust's defaults (three 64 MB memtables and a 2 GB block cache per partition) an idle
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agentstream.streams.broker import BrokerProfile
 from agentstream.streams.broker.profile import REAL_KAFKA_FETCH_MAX_WAIT_MS
-from agentstream.streams.processor.app import create_processor, rocksdb_options
+from agentstream.streams.processor.app import PartitionOptions, create_processor, rocksdb_options
 from agentstream.streams.settings import Settings
 
 
@@ -35,6 +35,30 @@ async def test_a_table_partition_opens_with_small_memtables_and_block_cache(tmp_
     assert rocksdb_setting(db_dir, "write_buffer_size") == str(4 << 20)
     assert rocksdb_setting(db_dir, "max_write_buffer_number") == "2"
     assert store.rocksdb_options.block_cache_size == 16 << 20  # type: ignore[attr-defined]  # not in OPTIONS
+
+
+async def test_a_table_partition_keeps_a_bounded_info_log_across_restarts_and_writes(tmp_path: Path) -> None:
+    processor = create_processor(Settings(data_dir=tmp_path, app_id="logs"), BrokerProfile.real_kafka(), 4,
+                                 http_port=6099)
+    store = processor.table.data
+    options = store.rocksdb_options  # type: ignore[attr-defined]
+    assert isinstance(options, PartitionOptions)
+    store._db_for_partition(0)  # type: ignore[attr-defined]
+    db_dir = next(tmp_path.glob("**/agents-0.db"))
+    assert rocksdb_setting(db_dir, "max_log_file_size") == str(PartitionOptions.info_log_bytes) == str(1 << 20)
+    assert rocksdb_setting(db_dir, "keep_log_file_num") == str(PartitionOptions.info_log_files) == "3"
+    # Every open rolls the log, and so does a full one: small ones here, so that ten restarts
+    # with writes between them roll it many times over (another folder: the store holds its lock).
+    options.info_log_bytes = 16 << 10
+    restarted = tmp_path / "restarted.db"
+    for restart in range(10):
+        db = options.open(restarted)
+        for i in range(50):
+            db[f"agent-{i}".encode()] = bytes(20_000)
+        db.close()
+    logs = sorted(restarted.glob("LOG*"))
+    assert len(logs) == 3, [path.name for path in logs]
+    assert max(path.stat().st_size for path in logs) < 64 << 10
 
 
 def test_each_call_gives_a_fresh_dict() -> None:
