@@ -214,7 +214,8 @@ def create_processor(
     profile.apply_to_faust_app(app)
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions,
                       extra_topic_configs=changelog_configs(settings), options=rocksdb_options())
-    table.data.rocksdb_options = PartitionOptions(**rocksdb_options(), use_rocksdict=table.data.use_rocksdict)
+    faust_store: Any = table.data  # Faust's RocksDB store (typed as a plain mapping)
+    faust_store.rocksdb_options = PartitionOptions(**rocksdb_options(), use_rocksdict=faust_store.use_rocksdict)
     RestorePoint(table).install()
     ChangelogOrder(table).install()  # after the restore point: it hands acknowledgements on to it
     views = PublicViews(read=table.get)
