@@ -3,9 +3,9 @@
 Faust's fetcher asks the consumer for records of the partitions active at that moment
 and waits up to one second for some to arrive. Partitions resumed meanwhile (the input
 partitions, once a restart's recovery is done) may wait out the rest of that second:
-measured in W3 on Apache Kafka (bench/workloads.py), about one restart in ten had its
-first input begin 1.0 s after the processor was ready, right after a fetch that had
-waited 1,002 ms and returned nothing; in the others it began within 0.1 s.
+measured in W3 on Apache Kafka (bench/workloads.py), 3 restarts in 78 had their first
+input begin 1.0 s after the processor was ready (one of them logged right after a fetch
+that had waited 1,002 ms and returned nothing); the others began within 0.1 s.
 
 So the fetcher waits at most `FETCH_WAIT_S` per round. Records that arrive end a wait at
 once, as before; an idle processor goes round ten times a second instead of once.
