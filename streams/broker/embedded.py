@@ -14,6 +14,7 @@ import subprocess
 import time
 import tempfile
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -51,18 +52,24 @@ def tansu_binary() -> Path:
     return binary
 
 
+_RECENT_PORTS: deque[int] = deque(maxlen=1024)  # handed out by `free_ports`, maybe not bound yet
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1", *, besides: Iterable[int] = ()) -> list[int]:
-    """`count` ports free now, all different (and none of `besides`).
+    """`count` ports free now, all different (and none of `besides`, nor one handed out lately).
 
     Asked one at a time, the kernel may hand out the same port twice once the first socket
     is closed: a broker given one port for two listeners fails to start. The sockets are
-    held open until all are bound, so each answer is another port.
+    held open until all are bound, so each answer is another port. Across calls, the last
+    `_RECENT_PORTS.maxlen` ports given out are never given again: a processor and a worker
+    started one after the other were once both told 59661; the worker bound it first, and
+    the processor's readiness check read the worker's `/ready`.
     """
-    taken = set(besides)
+    taken = set(besides) | set(_RECENT_PORTS)
     sockets: list[socket.socket] = []
     ports: list[int] = []
     try:
@@ -77,6 +84,7 @@ def free_ports(count: int, host: str = "127.0.0.1", *, besides: Iterable[int] = 
     finally:
         for sock in sockets:
             sock.close()
+    _RECENT_PORTS.extend(ports)
     return ports
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from agentstream.streams.broker.embedded import free_ports
+from agentstream.streams.broker.embedded import free_port, free_ports
 
 
 def test_ports_asked_together_all_differ_and_avoid_those_already_taken() -> None:
@@ -17,3 +17,10 @@ def test_ports_asked_together_all_differ_and_avoid_those_already_taken() -> None
     for port in ports:  # and each is free to bind
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_ports_asked_one_at_a_time_are_never_handed_out_twice() -> None:
+    # A processor and a worker started one after the other were both told 59661 (CI, test_llm_examples):
+    # the worker bound it, and the processor's readiness check read the worker's /ready.
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == 300
