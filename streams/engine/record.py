@@ -8,6 +8,7 @@ since, plus the bookkeeping of steps, timers and children in flight.
 from __future__ import annotations
 
 import json
+import weakref
 from datetime import datetime
 from typing import Literal
 
@@ -201,7 +202,7 @@ class AgentRecord(BaseModel):
     undelivered: bool = False  # the outbox could not be published; publish it before anything else
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        return _with_events(self.model_dump_json(exclude=_EVENTS).encode(), self.events)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "AgentRecord":
@@ -223,7 +224,7 @@ class AgentRecord(BaseModel):
         them: three times cheaper, with 50 kept events, than dumping to Python objects and then
         to JSON, which clients polling an agent paid after every change (W1 of the speed issue).
         """
-        shown = self.model_dump_json(exclude=_NOT_SHOWN).encode()  # an object: agent_id is always there
+        shown = _with_events(self.model_dump_json(exclude=_NOT_SHOWN_HERE).encode(), self.events)
         derived = {
             "journal_length": len(self.journal),
             "steps_in_flight": len(self.steps),
@@ -240,3 +241,32 @@ class AgentRecord(BaseModel):
 
 
 _NOT_SHOWN = {"delivery", "base", "journal", "steps", "timers", "children", "parked", "outbox", "undelivered"}
+_EVENTS = {"events"}
+_NOT_SHOWN_HERE = _NOT_SHOWN | _EVENTS  # the events are added from their own JSON
+
+# The JSON of each received event alive, serialised once. A record is written after every turn
+# with up to 100 kept events, which a turn rarely changes (they are frozen: a change is a new
+# one), and they were most of its serialisation (W1 of the speed issue: 50 of 10 kB). Keyed by
+# identity, and dropped with the event (so an identity is never reused while its entry is kept).
+_EVENT_JSON: dict[int, tuple["weakref.ref[ReceivedEvent]", bytes]] = {}
+
+
+def _event_json(event: ReceivedEvent) -> bytes:
+    key = id(event)
+    kept = _EVENT_JSON.get(key)
+    if kept is not None and kept[0]() is event:
+        return kept[1]
+    data = event.model_dump_json().encode()
+    _EVENT_JSON[key] = (weakref.ref(event, lambda ref: _forget(key, ref)), data)
+    return data
+
+
+def _forget(key: int, ref: "weakref.ref[ReceivedEvent]") -> None:
+    kept = _EVENT_JSON.get(key)
+    if kept is not None and kept[0] is ref:
+        del _EVENT_JSON[key]
+
+
+def _with_events(dumped: bytes, events: list[ReceivedEvent]) -> bytes:
+    """A record dumped without its events (a JSON object: agent_id is always there), with them."""
+    return b"".join((dumped[:-1], b',"events":[', b",".join([_event_json(event) for event in events]), b"]}"))
