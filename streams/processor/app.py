@@ -38,7 +38,7 @@ from .handler import InputHandler
 from .lanes import AgentLanes
 from .local_steps import ProcessorLocalSteps
 from .positions import InputPositions, read_range
-from . import fetch_fix, metadata_fix, recovery_fix, startup_fix, static_member
+from . import committed_fix, fetch_fix, metadata_fix, recovery_fix, startup_fix, static_member
 from .publish import FaustPublisher, FaustTableStore
 from .changelog_order import ChangelogOrder
 from .restore_check import RestoreCheck
@@ -186,6 +186,7 @@ def create_processor(
     metadata_fix.install()  # a changelog Faust just created may be missing from the first metadata
     startup_fix.install()  # a restart, whose topics all exist, joins without Faust's second of waiting
     fetch_fix.install()  # partitions resumed after a recovery are fetched within 0.1 s, not a second
+    committed_fix.install()  # the committed offsets of all assigned partitions in one request, not one each
     app = faust.App(
         settings.app_id,
         broker=brokers,

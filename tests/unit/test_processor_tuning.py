@@ -1,5 +1,5 @@
 """The processor's tuning of Faust: small RocksDB memory per partition, a bounded info log,
-fetch rounds of at most 0.1 s.
+fetch rounds of at most 0.1 s, committed offsets in one request.
 
 Each table partition's RocksDB keeps small memtables and a small block cache. With
 Faust's defaults (three 64 MB memtables and a 2 GB block cache per partition) an idle
@@ -17,6 +17,7 @@ from faust.types import TP
 from agentstream.streams.broker import BrokerProfile
 from agentstream.streams.broker.profile import REAL_KAFKA_FETCH_MAX_WAIT_MS
 from agentstream.streams.processor.app import PartitionOptions, create_processor, rocksdb_options
+from agentstream.streams.processor import committed_fix
 from agentstream.streams.processor.fetch_fix import FETCH_WAIT_S
 from agentstream.streams.settings import Settings
 
@@ -104,3 +105,21 @@ async def test_a_fetch_round_waits_at_most_a_tenth_of_a_second_for_records(tmp_p
     async for _ in consumer.getmany(timeout=1.0):  # what Faust's fetch loop asks for
         raise AssertionError("no records were fetched")
     assert waits == [FETCH_WAIT_S] == [0.1]
+
+
+async def test_faust_seeks_to_the_committed_offsets_with_one_request(tmp_path: Path, monkeypatch: Any) -> None:
+    # aiokafka's seek asks about one partition at a time (committed_fix.py); Faust calls it in its
+    # consumer thread, the one part not run here (tests/integration/test_committed_offsets.py runs it).
+    processor = create_processor(Settings(data_dir=tmp_path, app_id="seek"), BrokerProfile.real_kafka(), 4,
+                                 http_port=6099)
+    thread: Any = processor.app.consumer._thread  # type: ignore[attr-defined]
+    called: list[tuple[Any, tuple[Any, ...]]] = []
+
+    async def call_thread(fun: Any, *args: Any) -> dict[Any, Any]:
+        called.append((fun, args))
+        return {}
+
+    monkeypatch.setattr(thread, "call_thread", call_thread)
+    monkeypatch.setattr(thread, "_ensure_consumer", lambda: "its aiokafka consumer")
+    await thread.seek_to_committed()
+    assert called == [(committed_fix.seek_all_to_committed, ("its aiokafka consumer",))]
