@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from agentstream.streams.kafka import ensure_topics
+from agentstream.streams.kafka import ensure_topics, producer
 from agentstream.streams.processor import committed_fix
 from agentstream.topics import TopicSpec
 
@@ -49,14 +49,11 @@ async def consumer(cluster: Cluster, group: str, topic: str) -> AsyncIterator[tu
 async def a_topic_with_commits(cluster: Cluster) -> tuple[str, str]:
     topic, group = f"{cluster.prefix}committed", f"{cluster.app_id}-committed"
     await ensure_topics(cluster.bootstrap, [TopicSpec(topic, PARTITIONS)])
-    producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, **cluster.profile.producer_options())
-    await producer.start()
-    try:
+    async with producer(cluster.bootstrap, cluster.profile) as kafka_producer:
         for partition in range(PARTITIONS):
             for i in range(RECORDS):
-                await producer.send_and_wait(topic, f"{i}".encode(), partition=partition)
-    finally:
-        await producer.stop()
+                await kafka_producer.send(topic, f"{i}".encode(), partition=partition)
+        await kafka_producer.flush()
     async with consumer(cluster, group, topic) as (kafka, _):
         await kafka.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "") for p, o in COMMITTED.items()})
     return topic, group
